@@ -1,0 +1,2 @@
+//! Typed Firecracker API client and jailer spawn for Hearth.
+#![warn(missing_docs)]

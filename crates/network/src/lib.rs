@@ -1,0 +1,2 @@
+//! Pod network namespaces, CNI plugins, tap + tc redirect for Hearth.
+#![warn(missing_docs)]
