@@ -1,0 +1,210 @@
+//! Shared set-up of hearthd's end-to-end tests: a temp-dir hearthd with the
+//! real agent, a CRI client, and the leak watch.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use hearth_test_support::leaks::{Snapshot, Watch};
+use hearthd::config::Config;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::Channel;
+
+/// The runtime handler the scenarios run on (later issues run them on the
+/// qemu and firecracker backends too).
+pub fn handler() -> String {
+    std::env::var("HEARTH_E2E_HANDLER").unwrap_or_else(|_| "namespaces".into())
+}
+
+/// A temp-dir environment for one hearthd.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub cgroup_parent: String,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("hearth-e2e")
+            .tempdir()
+            .unwrap();
+        let agent = hearth_test_support::agent_binary().expect("agent binary");
+        let mut config = Config {
+            address: dir.path().join("hearth.sock"),
+            root: dir.path().join("root"),
+            state: dir.path().join("state"),
+            default_runtime_handler: "namespaces".into(),
+            ..Config::default()
+        };
+        config.namespaces.agent_binary = agent;
+        config.network.netns_dir = dir.path().join("netns");
+        config.scratch.size_mib = 64;
+        config.timeouts.boot_ms = 10_000;
+        let tag = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        config.cgroups.default_parent = format!("/{tag}");
+        // The netns directory becomes a shared mount point on first use
+        // (as with `ip netns`): a node-level mount made once, not per pod.
+        // Make it before any snapshot so it is not counted as a pod's leak.
+        let netns = hearth_network::NetnsManager::new(config.network.netns_dir.clone());
+        netns.create("probe").unwrap();
+        netns.remove("probe").unwrap();
+        Env {
+            cgroup_parent: format!("/{tag}"),
+            dir,
+            config,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn watch(&self) -> Watch {
+        Watch {
+            netns_dirs: vec![self.config.network.netns_dir.clone()],
+            process_names: vec![self.path().to_string_lossy().into_owned()],
+            paths: vec![self.path().to_path_buf()],
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::take(&self.watch())
+    }
+
+    /// Writes the config to a file for a hearthd process.
+    pub fn write_config(&self) -> PathBuf {
+        let p = self.path().join("config.toml");
+        std::fs::write(&p, toml::to_string(&self.config).unwrap()).unwrap();
+        p
+    }
+
+    /// Cgroup dirs left under this test's parent, in any v1 hierarchy.
+    pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let p = e.path().join(self.cgroup_parent.trim_start_matches('/'));
+            if p.exists() {
+                out.push(p);
+            }
+        }
+        let p = Path::new("/sys/fs/cgroup").join(self.cgroup_parent.trim_start_matches('/'));
+        if p.exists() && !out.contains(&p) {
+            out.push(p);
+        }
+        out
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let dir =
+            std::ffi::CString::new(self.config.network.netns_dir.as_os_str().as_encoded_bytes())
+                .unwrap();
+        // SAFETY: umount2 with a valid C string.
+        unsafe { libc::umount2(dir.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// hearthd running in-process.
+pub struct Daemon {
+    pub client: RuntimeServiceClient<Channel>,
+    pub channel: Channel,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Daemon {
+    pub async fn start(env: &Env) -> Daemon {
+        let sandboxes = hearthd::build(&env.config).await.expect("build");
+        let listener = hearthd::bind(&env.config.address).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(hearthd::serve(listener, sandboxes, async {
+            let _ = rx.await;
+        }));
+        let channel = hearth_test_support::cri_channel(&env.config.address)
+            .await
+            .unwrap();
+        Daemon {
+            client: RuntimeServiceClient::new(channel.clone()),
+            channel,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        drop(self.client);
+        drop(self.channel);
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+/// A pod config as the kubelet sends it.
+pub fn pod(name: &str, cgroup_parent: &str) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        log_directory: "/tmp".into(),
+        dns_config: Some(cri::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        labels: [("app".to_string(), name.to_string())].into(),
+        annotations: [("note".to_string(), "e2e".to_string())].into(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: format!("{cgroup_parent}/pod-{name}"),
+            resources: Some(cri::LinuxContainerResources {
+                cpu_period: 100_000,
+                cpu_quota: 150_000,
+                memory_limit_in_bytes: 256 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn run_request(config: cri::PodSandboxConfig) -> cri::RunPodSandboxRequest {
+    cri::RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: handler(),
+    }
+}
+
+/// The `info` JSON of a verbose PodSandboxStatus.
+pub async fn info(
+    client: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> (i32, serde_json::Value) {
+    let r = client
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info = serde_json::from_str(&r.info["info"]).unwrap();
+    (r.status.unwrap().state, info)
+}
+
+pub const READY: i32 = cri::PodSandboxState::SandboxReady as i32;
+pub const NOTREADY: i32 = cri::PodSandboxState::SandboxNotready as i32;

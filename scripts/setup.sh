@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Sets up Hearth on this machine and runs the demo: installs the Debian
+# packages it needs, builds hearthd, hearthctl and the static agent, starts
+# hearthd on a private socket and runs a demo pod sandbox through the CRI
+# (run, inspect, list, stop, remove). Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+echo "== building hearthd and hearthctl"
+cargo build --quiet --release -p hearthd -p hearthctl
+agent="$(bash scripts/build-agent.sh)"
+bin=target/release
+
+demo=$(mktemp -d /tmp/hearth-demo.XXXXXX)
+cat > "$demo/config.toml" <<TOML
+address = "$demo/hearth.sock"
+root = "$demo/root"
+state = "$demo/state"
+default_runtime_handler = "namespaces"
+[namespaces]
+agent_binary = "$agent"
+[network]
+netns_dir = "$demo/netns"
+[scratch]
+size_mib = 1024
+TOML
+"$bin/hearthd" --config "$demo/config.toml" 2> "$demo/hearthd.log" &
+hearthd=$!
+cleanup() {
+    kill "$hearthd" 2>/dev/null || true
+    wait "$hearthd" 2>/dev/null || true
+}
+trap cleanup EXIT
+export HEARTH_ADDRESS="$demo/hearth.sock"
+for _ in $(seq 100); do [ -S "$HEARTH_ADDRESS" ] && break; sleep 0.1; done
+
+ctl() { echo "\$ hearthctl $*"; "$bin/hearthctl" "$@"; }
+ctl version
+ctl info
+pod=$("$bin/hearthctl" runp examples/pod.yaml)
+echo "\$ hearthctl runp examples/pod.yaml"
+echo "$pod"
+ctl pods
+ctl inspectp "${pod:0:12}"
+ctl stopp "${pod:0:12}"
+ctl pods
+ctl rmp "${pod:0:12}"
+ctl pods
+echo "demo done; hearthd's log is $demo/hearthd.log"
