@@ -15,6 +15,8 @@ packages=(
     docker-registry        # a real OCI registry on 127.0.0.1 for the image tests
     skopeo                 # pushes test images to it
     cpio                   # tests read the initramfs back with an independent tool
+    containerd             # the reference CRI runtime the tests compare behaviour with
+    iptables               # the CNI portmap plugin
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -63,6 +63,10 @@ pub struct Config {
     pub network: NetworkConfig,
     /// Cgroups.
     pub cgroups: CgroupConfig,
+    /// The firecracker backend.
+    pub firecracker: crate::backend::firecracker::FirecrackerConfig,
+    /// The qemu backend.
+    pub qemu: crate::backend::qemu::QemuConfig,
 }
 
 /// One runtime handler (RuntimeClass `handler`).
@@ -145,6 +149,8 @@ impl Default for Config {
             namespaces: NamespacesConfig::default(),
             network: NetworkConfig::default(),
             cgroups: CgroupConfig::default(),
+            firecracker: Default::default(),
+            qemu: Default::default(),
         }
     }
 }

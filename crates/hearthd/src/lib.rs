@@ -33,9 +33,11 @@ pub const MAX_CRI_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Builds the core from the config: backends, network, recovery of the
 /// sandboxes a previous hearthd left.
 pub async fn build(config: &Config) -> anyhow::Result<Arc<SandboxManager>> {
-    let backends: Vec<Arc<dyn SandboxBackend>> = vec![Arc::new(
+    let mut backends: Vec<Arc<dyn SandboxBackend>> = vec![Arc::new(
         backend::namespaces::NamespacesBackend::new(config.agent_binary()),
     )];
+    backends.extend(backend::firecracker::backends(config));
+    backends.extend(backend::qemu::backends(config));
     let network = Arc::new(network::HostNetworks::new(config.network.netns_dir.clone()));
     let mgr_config = ManagerConfig {
         root: config.root.clone(),

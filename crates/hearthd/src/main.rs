@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut config = if args.config.exists() {
         Config::load(&args.config)?
-    } else if args.config == PathBuf::from("/etc/hearth/config.toml") {
+    } else if args.config.as_os_str() == "/etc/hearth/config.toml" {
         Config::default()
     } else {
         anyhow::bail!("config file {} does not exist", args.config.display());

@@ -28,6 +28,16 @@ impl FakeBackend {
         }
     }
 
+    /// The agents that are serving now.
+    pub fn agents(&self) -> Vec<FakeAgent> {
+        self.agents
+            .lock()
+            .expect("agents")
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Agents that are still serving.
     pub fn running(&self) -> usize {
         self.agents.lock().expect("agents").len()

@@ -15,7 +15,9 @@ pub mod fake_network;
 pub mod leaks;
 
 /// A CRI client channel over a unix socket.
-pub async fn cri_channel(socket: &std::path::Path) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+pub async fn cri_channel(
+    socket: &std::path::Path,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let socket = socket.to_owned();
     tonic::transport::Endpoint::from_static("http://[::]:50051")
         .connect_with_connector(tower::service_fn(move |_| {

@@ -1,0 +1,302 @@
+//! The gRPC service (`hearth.agent.v1.Agent`) and the one place where the
+//! agent's errors become `tonic::Status`.
+//!
+//! Handlers validate, then run blocking work (mount, file writes) on the
+//! blocking pool. `Shutdown` only signals: the reply goes out first, the
+//! lifecycle code ([`crate::lifecycle`]) drains the server and then tears the
+//! sandbox down.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hearth_agent_proto::v1::agent_server::{Agent, AgentServer};
+use hearth_agent_proto::v1::{
+    HealthRequest, HealthResponse, HelloRequest, HelloResponse, MountDriveRequest,
+    MountDriveResponse, SetupSandboxRequest, SetupSandboxResponse, ShutdownRequest,
+    ShutdownResponse, UnmountDriveRequest, UnmountDriveResponse,
+};
+use hearth_agent_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use nix::errno::Errno;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::drives::{DriveError, Drives};
+use crate::listen::Conn;
+use crate::reaper::Reaper;
+use crate::sandbox::{self, SandboxError};
+
+/// Where the agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// PID 1 of a guest VM.
+    Vm,
+    /// PID 1 of a private pid namespace on the host.
+    Namespaces,
+}
+
+impl Mode {
+    /// The name `Hello` reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Vm => "vm",
+            Mode::Namespaces => "namespaces",
+        }
+    }
+}
+
+/// The agent's state shared by all handlers.
+pub struct AgentService {
+    mode: Mode,
+    started: Instant,
+    drives: Arc<Drives>,
+    sandbox_paths: sandbox::Paths,
+    shutdown: watch::Sender<bool>,
+    // Held for the container runtime (it starts processes through it).
+    #[allow(dead_code)]
+    reaper: Reaper,
+}
+
+impl AgentService {
+    /// A service; `shutdown` is set to `true` by the `Shutdown` RPC.
+    pub fn new(
+        mode: Mode,
+        drives: Arc<Drives>,
+        reaper: Reaper,
+        shutdown: watch::Sender<bool>,
+    ) -> AgentService {
+        AgentService {
+            mode,
+            started: Instant::now(),
+            drives,
+            sandbox_paths: sandbox::Paths::default(),
+            shutdown,
+            reaper,
+        }
+    }
+}
+
+/// Runs blocking work off the async thread.
+async fn blocking<T, F>(f: F) -> Result<T, Status>
+where
+    F: FnOnce() -> Result<T, Status> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("agent task failed: {e}")))?
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+        let host = req.get_ref().protocol_version;
+        if host != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "protocol version mismatch: host speaks {host}, agent speaks {PROTOCOL_VERSION}"
+            )));
+        }
+        let kernel_release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Response::new(HelloResponse {
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            kernel_release,
+            mode: self.mode.as_str().to_owned(),
+        }))
+    }
+
+    async fn health(
+        &self,
+        _req: Request<HealthRequest>,
+    ) -> Result<Response<HealthResponse>, Status> {
+        Ok(Response::new(HealthResponse {
+            uptime_seconds: self.started.elapsed().as_secs(),
+        }))
+    }
+
+    async fn setup_sandbox(
+        &self,
+        req: Request<SetupSandboxRequest>,
+    ) -> Result<Response<SetupSandboxResponse>, Status> {
+        let req = req.into_inner();
+        let paths = self.sandbox_paths.clone();
+        blocking(move || sandbox::setup(&req, &paths).map_err(sandbox_status)).await?;
+        Ok(Response::new(SetupSandboxResponse {}))
+    }
+
+    async fn mount_drive(
+        &self,
+        req: Request<MountDriveRequest>,
+    ) -> Result<Response<MountDriveResponse>, Status> {
+        let req = req.into_inner();
+        let drives = self.drives.clone();
+        let device = blocking(move || drives.mount(&req).map_err(drive_status)).await?;
+        Ok(Response::new(MountDriveResponse {
+            device_path: device.to_string_lossy().into_owned(),
+        }))
+    }
+
+    async fn unmount_drive(
+        &self,
+        req: Request<UnmountDriveRequest>,
+    ) -> Result<Response<UnmountDriveResponse>, Status> {
+        let mountpoint = req.into_inner().mountpoint;
+        let drives = self.drives.clone();
+        blocking(move || drives.unmount(&mountpoint).map_err(drive_status)).await?;
+        Ok(Response::new(UnmountDriveResponse {}))
+    }
+
+    async fn shutdown(
+        &self,
+        _req: Request<ShutdownRequest>,
+    ) -> Result<Response<ShutdownResponse>, Status> {
+        tracing::info!("shutdown requested");
+        // The lifecycle waits for this reply to be sent before acting.
+        self.shutdown.send_replace(true);
+        Ok(Response::new(ShutdownResponse {}))
+    }
+}
+
+/// Serves the agent on `incoming` until `signal` resolves, then drains.
+pub async fn serve<I, F>(
+    service: AgentService,
+    incoming: I,
+    signal: F,
+) -> Result<(), tonic::transport::Error>
+where
+    I: tokio_stream::Stream<Item = std::io::Result<Conn>>,
+    F: Future<Output = ()>,
+{
+    let svc = AgentServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    tonic::transport::Server::builder()
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, signal)
+        .await
+}
+
+/// The full chain of an error as one line: `outer: inner: ...`.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut msg = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+fn sandbox_status(err: SandboxError) -> Status {
+    let msg = chain(&err);
+    match err {
+        SandboxError::InvalidHostname { .. }
+        | SandboxError::InvalidSysctl { .. }
+        | SandboxError::UnknownSysctl { .. } => Status::invalid_argument(msg),
+        SandboxError::WriteSysctl { ref source, .. }
+            if source.kind() == std::io::ErrorKind::InvalidInput =>
+        {
+            Status::invalid_argument(msg)
+        }
+        SandboxError::WriteSysctl { .. }
+        | SandboxError::SetHostname { .. }
+        | SandboxError::WriteFile { .. } => Status::internal(msg),
+    }
+}
+
+fn drive_status(err: DriveError) -> Status {
+    let msg = chain(&err);
+    match err {
+        DriveError::Invalid { .. } => Status::invalid_argument(msg),
+        DriveError::NoDevice { .. } | DriveError::NotMounted { .. } => Status::not_found(msg),
+        DriveError::AlreadyMounted { .. } => Status::already_exists(msg),
+        DriveError::Mount { source, .. } => match source {
+            // Unknown filesystem type, bad superblock or options.
+            Errno::ENODEV | Errno::EINVAL => Status::invalid_argument(msg),
+            Errno::ENXIO | Errno::ENOENT => Status::not_found(msg),
+            _ => Status::internal(msg),
+        },
+        DriveError::Unmount {
+            source: Errno::EBUSY,
+            ..
+        } => Status::failed_precondition(msg),
+        DriveError::Node { .. } | DriveError::Mountpoint { .. } | DriveError::Unmount { .. } => {
+            Status::internal(msg)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn errors_keep_their_code_and_chain() {
+        let s = drive_status(DriveError::Mount {
+            device: "/dev/hearth/7:0".into(),
+            mountpoint: "/mnt/a".into(),
+            fstype: "ext4".into(),
+            source: Errno::EINVAL,
+        });
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(
+            s.message(),
+            "cannot mount /dev/hearth/7:0 on /mnt/a as ext4: EINVAL: Invalid argument"
+        );
+        let s = sandbox_status(SandboxError::InvalidSysctl {
+            key: "kernel.hostname".into(),
+            reason: "x",
+        });
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().contains("kernel.hostname"));
+    }
+
+    #[tokio::test]
+    async fn hello_checks_the_version() {
+        let (tx, _rx) = watch::channel(false);
+        let svc = AgentService::new(
+            Mode::Namespaces,
+            Arc::new(Drives::default()),
+            Reaper::new(),
+            tx,
+        );
+        let err = svc
+            .hello(Request::new(HelloRequest {
+                protocol_version: PROTOCOL_VERSION + 1,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert!(err
+            .message()
+            .contains(&format!("host speaks {}", PROTOCOL_VERSION + 1)));
+        assert!(err
+            .message()
+            .contains(&format!("agent speaks {PROTOCOL_VERSION}")));
+        let ok = svc
+            .hello(Request::new(HelloRequest {
+                protocol_version: PROTOCOL_VERSION,
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ok.mode, "namespaces");
+        assert_eq!(ok.pid, std::process::id());
+        assert!(!ok.kernel_release.is_empty());
+    }
+
+    #[tokio::test]
+    async fn shutdown_signals_after_replying() {
+        let (tx, rx) = watch::channel(false);
+        let svc = AgentService::new(Mode::Vm, Arc::new(Drives::default()), Reaper::new(), tx);
+        svc.shutdown(Request::new(ShutdownRequest {}))
+            .await
+            .unwrap();
+        assert!(*rx.borrow());
+    }
+}
