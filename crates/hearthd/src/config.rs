@@ -67,6 +67,8 @@ pub struct Config {
     pub firecracker: crate::backend::firecracker::FirecrackerConfig,
     /// The qemu backend.
     pub qemu: crate::backend::qemu::QemuConfig,
+    /// Registries: mirrors, plain-HTTP hosts, credentials.
+    pub registry: hearth_image::RegistryConfig,
 }
 
 /// One runtime handler (RuntimeClass `handler`).
@@ -110,6 +112,13 @@ pub struct NamespacesConfig {
 pub struct NetworkConfig {
     /// Where the pods' named network namespaces are bind-mounted.
     pub netns_dir: PathBuf,
+    /// The CNI network config directory (first `.conflist`/`.conf`/`.json`
+    /// in lexical order, re-read on every pod).
+    pub cni_conf_dir: PathBuf,
+    /// Where the CNI plugin binaries are (searched in order).
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// How long one CNI plugin call may take.
+    pub cni_plugin_timeout_ms: u64,
 }
 
 /// Cgroups.
@@ -151,6 +160,7 @@ impl Default for Config {
             cgroups: CgroupConfig::default(),
             firecracker: Default::default(),
             qemu: Default::default(),
+            registry: Default::default(),
         }
     }
 }
@@ -176,6 +186,9 @@ impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
             netns_dir: "/var/run/netns".into(),
+            cni_conf_dir: "/etc/cni/net.d".into(),
+            cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            cni_plugin_timeout_ms: 60_000,
         }
     }
 }
@@ -236,7 +249,7 @@ impl Config {
         if self.scratch.size_mib < 16 {
             return invalid("scratch.size_mib must be at least 16".into());
         }
-        if self.timeouts.boot_ms == 0 || self.timeouts.stop_ms == 0 {
+        if self.timeouts.boot_ms == 0 || self.timeouts.stop_ms == 0 || self.network.cni_plugin_timeout_ms == 0 {
             return invalid("timeouts must be above 0".into());
         }
         for (field, p) in [
@@ -249,6 +262,9 @@ impl Config {
                 return invalid(format!("{field} must be an absolute path"));
             }
         }
+        self.registry
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("registry: {e}")))?;
         self.sizing
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))

@@ -30,15 +30,39 @@ use crate::config::Config;
 /// Largest CRI message accepted (the kubelet's own limit is 16 MiB).
 pub const MAX_CRI_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Builds the core from the config: backends, network, recovery of the
-/// sandboxes a previous hearthd left.
-pub async fn build(config: &Config) -> anyhow::Result<Arc<SandboxManager>> {
+/// What `serve` serves: the sandbox manager and the image store.
+#[derive(Clone)]
+pub struct Runtime {
+    /// Pod sandboxes.
+    pub sandboxes: Arc<SandboxManager>,
+    /// Images.
+    pub images: Arc<hearth_image::ImageStore>,
+}
+
+/// Builds the core from the config: the image store, backends, network,
+/// recovery of the sandboxes a previous hearthd left.
+pub async fn build(config: &Config) -> anyhow::Result<Runtime> {
+    let root = config.root.join("images");
+    let registry = config.registry.clone();
+    let images = tokio::task::spawn_blocking(move || hearth_image::ImageStore::open(&root, registry)).await??;
+    Ok(Runtime {
+        sandboxes: build_sandboxes(config).await?,
+        images: Arc::new(images),
+    })
+}
+
+async fn build_sandboxes(config: &Config) -> anyhow::Result<Arc<SandboxManager>> {
     let mut backends: Vec<Arc<dyn SandboxBackend>> = vec![Arc::new(
         backend::namespaces::NamespacesBackend::new(config.agent_binary()),
     )];
     backends.extend(backend::firecracker::backends(config));
     backends.extend(backend::qemu::backends(config));
-    let network = Arc::new(network::HostNetworks::new(config.network.netns_dir.clone()));
+    let network = Arc::new(network::HostNetworks::new(
+        config.network.netns_dir.clone(),
+        config.network.cni_conf_dir.clone(),
+        config.network.cni_bin_dirs.clone(),
+        Duration::from_millis(config.network.cni_plugin_timeout_ms),
+    ));
     let mgr_config = ManagerConfig {
         root: config.root.clone(),
         state: config.state.clone(),
@@ -63,10 +87,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Arc<SandboxManager>> {
 /// running when the server stops.
 pub async fn serve(
     listener: UnixListener,
-    sandboxes: Arc<SandboxManager>,
+    runtime: Runtime,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let cri = cri::Cri::new(sandboxes);
+    let cri = cri::Cri::new(runtime.sandboxes, runtime.images);
     let runtime = RuntimeServiceServer::from_arc(cri.clone())
         .max_decoding_message_size(MAX_CRI_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CRI_MESSAGE_BYTES);

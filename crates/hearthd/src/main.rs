@@ -55,11 +55,11 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let sandboxes = hearthd::build(&config).await?;
+        let runtime = hearthd::build(&config).await?;
         let listener = hearthd::bind(&config.address)
             .with_context(|| format!("binding {}", config.address.display()))?;
         tracing::info!(address = %config.address.display(), "hearthd serving the CRI");
-        hearthd::serve(listener, sandboxes, shutdown_signal()).await?;
+        hearthd::serve(listener, runtime, shutdown_signal()).await?;
         tracing::info!("hearthd stopped; sandboxes keep running");
         Ok(())
     })

@@ -56,13 +56,14 @@ async fn bad_requests_are_refused_and_leave_nothing() {
         "metadata.name",
     );
 
-    // Unknown handler; a handler whose backend is not built yet.
+    // Unknown handler.
     let mut req = run_request(pod("x", &env.cgroup_parent));
     req.runtime_handler = "kata".into();
     expect(run(req).await, Code::InvalidArgument, "kata");
+    // A handler whose backend cannot run on this host says why.
     let mut req = run_request(pod("x", &env.cgroup_parent));
     req.runtime_handler = "firecracker".into();
-    expect(run(req).await, Code::Unimplemented, "firecracker");
+    expect(run(req).await, Code::FailedPrecondition, "backend firecracker cannot run here");
 
     // Malformed sizing names the field.
     let mut neg = pod("x", &env.cgroup_parent);

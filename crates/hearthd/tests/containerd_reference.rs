@@ -583,6 +583,7 @@ impl Containerd {
             netns_dirs: vec![],
             process_names: vec![self.dir.path().to_string_lossy().into_owned()],
             paths: vec![self.dir.path().to_path_buf()],
+            ..Default::default()
         }
     }
 }

@@ -253,6 +253,11 @@ impl SandboxManager {
     pub async fn run(&self, config: SandboxConfig, handler: &str) -> Result<Id, RuntimeError> {
         validate(&config)?;
         let (handler, backend) = self.backend_for(handler)?;
+        if !config.host_network() {
+            self.network.ready().map_err(|reason| {
+                RuntimeError::FailedPrecondition(format!("pod network is not ready: {reason}"))
+            })?;
+        }
         let size = self.cfg.sizing.size(&SizingInput {
             resources: config.resources,
             overhead: config.overhead,
@@ -292,6 +297,7 @@ impl SandboxManager {
             config,
             size,
             netns: None,
+            network: None,
             scratch: None,
             cgroups_created: Vec::new(),
             backend_handle: None,
@@ -353,7 +359,12 @@ impl SandboxManager {
             None => Default::default(),
         };
         if !record.config.host_network() {
-            record.netns = Some(self.network.create_netns(&record.id).await?);
+            let netns = self.network.create_netns(&record.id).await?;
+            record.netns = Some(netns.clone());
+            self.persist(entry, record)?;
+            let state = self.network.setup(&record.id, &record.config, &netns).await?;
+            tracing::info!(ips = ?state.ips, "pod network attached");
+            record.network = Some(state);
             self.persist(entry, record)?;
         }
         let scratch = record.scratch.clone().expect("set above");
@@ -469,6 +480,17 @@ impl SandboxManager {
             backend.stop(handle, self.cfg.stop_timeout).await?;
         }
         *agent = None;
+        // Release the pod's IP and the plugins' rules now (the kubelet
+        // calls Stop eagerly); the netns goes at Remove.
+        if record.network.as_ref().is_some_and(|n| n.record.is_some()) {
+            self.network
+                .teardown(&record.id, &record.config, record.network.as_ref(), record.netns.as_deref())
+                .await?;
+            if let Some(n) = record.network.as_mut() {
+                n.record = None;
+            }
+            self.persist(entry, record)?;
+        }
         if record.state != SandboxState::NotReady {
             record.state = record.state.transition(SandboxState::NotReady)?;
             self.persist(entry, record)?;
@@ -529,6 +551,14 @@ impl SandboxManager {
             Ok::<_, RuntimeError>(())
         })
         .await?;
+        if !record.config.host_network() {
+            let recorded = record.network.as_ref().is_some_and(|n| n.record.is_some());
+            if recorded || record.state == SandboxState::Creating {
+                self.network
+                    .teardown(&record.id, &record.config, record.network.as_ref(), record.netns.as_deref())
+                    .await?;
+            }
+        }
         if record.netns.is_some() || record.state == SandboxState::Creating {
             self.network.remove_netns(&record.id).await?;
         }
@@ -653,6 +683,20 @@ fn validate(config: &SandboxConfig) -> Result<(), RuntimeError> {
         return Err(RuntimeError::InvalidArgument(
             "hostname must not be empty unless the pod uses the host network".into(),
         ));
+    }
+    for (i, p) in config.port_mappings.iter().enumerate() {
+        if !(1..=65535).contains(&p.container_port) || !(0..=65535).contains(&p.host_port) {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "port_mappings[{i}]: container_port must be 1-65535 and host_port 0-65535 (got {} and {})",
+                p.container_port, p.host_port
+            )));
+        }
+        if !["tcp", "udp", "sctp"].contains(&p.protocol.as_str()) {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "port_mappings[{i}].protocol {:?} must be TCP, UDP or SCTP",
+                p.protocol
+            )));
+        }
     }
     if config.hostname.len() > 64 {
         return Err(RuntimeError::InvalidArgument(format!(

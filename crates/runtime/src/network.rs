@@ -1,9 +1,12 @@
-//! The pod network effect: the pod's named network namespace (and, with the
-//! networking issue, the CNI plugins run into it).
+//! The pod network effect: the pod's named network namespace, and the CNI
+//! plugins run into it (ADD at RunPodSandbox, DEL at StopPodSandbox).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
+use crate::sandbox::SandboxConfig;
 
 /// A failed network operation; the source says what the network module
 /// reported.
@@ -17,7 +20,17 @@ pub struct NetworkError {
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-/// Creates and removes the pods' network namespaces.
+/// What the network set up for a pod, persisted with the sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PodNetworkState {
+    /// The pod's IPs, primary first (without prefix length).
+    pub ips: Vec<String>,
+    /// The network module's own record (the CNI result and the exact config
+    /// used), needed to undo it; `None` once torn down.
+    pub record: Option<serde_json::Value>,
+}
+
+/// Creates and removes the pods' network namespaces and networks.
 #[async_trait::async_trait]
 pub trait PodNetworks: Send + Sync {
     /// Whether pod networks can be set up; the error is the reason shown in
@@ -29,4 +42,24 @@ pub trait PodNetworks: Send + Sync {
 
     /// Removes the pod's network namespace. Missing is fine.
     async fn remove_netns(&self, id: &Id) -> Result<(), NetworkError>;
+
+    /// Attaches the pod to the node's network (CNI ADD). On error nothing
+    /// it set up is left.
+    async fn setup(
+        &self,
+        id: &Id,
+        config: &SandboxConfig,
+        netns: &Path,
+    ) -> Result<PodNetworkState, NetworkError>;
+
+    /// Detaches the pod (CNI DEL), from the recorded state when there is
+    /// one, else from the current config (a run cut short before it could
+    /// record). Idempotent; tolerates a missing netns.
+    async fn teardown(
+        &self,
+        id: &Id,
+        config: &SandboxConfig,
+        state: Option<&PodNetworkState>,
+        netns: Option<&Path>,
+    ) -> Result<(), NetworkError>;
 }

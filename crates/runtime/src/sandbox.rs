@@ -182,6 +182,9 @@ pub struct SandboxRecord {
     pub size: VmSize,
     /// The pod's network namespace (absent with the host network).
     pub netns: Option<PathBuf>,
+    /// What the CNI plugins set up (absent with the host network).
+    #[serde(default)]
+    pub network: Option<crate::network::PodNetworkState>,
     /// The scratch disk image.
     pub scratch: Option<PathBuf>,
     /// Cgroup directories Hearth created for the pod (removed at the end).

@@ -91,6 +91,7 @@ async fn fixture(behaviour: Behaviour, boot_timeout: Duration) -> Fixture {
 fn assert_nothing_left(f: &Fixture) {
     assert_eq!(f.backend.running(), 0, "fake agents left running");
     assert_eq!(f.network.count(), 0, "netns left");
+    assert_eq!(f.network.attached(), 0, "pod networks left attached");
     let records = std::fs::read_dir(f.dir.path().join("root/sandboxes"))
         .unwrap()
         .count();
@@ -206,6 +207,7 @@ async fn recovery_cleans_up_half_made_and_marks_vanished_sandboxes() {
         config: pod(name),
         size: SizingPolicy::default().size(&Default::default()).unwrap(),
         netns: None,
+        network: None,
         scratch: None,
         cgroups_created: vec![],
         backend_handle: Some(hearth_runtime::backend::BackendHandle(

@@ -32,6 +32,10 @@ pub struct Watch {
     /// Mounts and fds under these paths are ours (others are ignored, so
     /// unrelated activity on the machine does not fail a test).
     pub paths: Vec<PathBuf>,
+    /// When set, only links enslaved to these bridges (the pods' host-side
+    /// veths) and the bridges themselves count; other tests running at the
+    /// same time make links of their own.
+    pub bridges: Vec<String>,
 }
 
 impl Snapshot {
@@ -66,7 +70,18 @@ impl Snapshot {
                     .map(move |n| format!("{}/{n}", d.display()))
             })
             .collect();
-        let links = list(Path::new("/sys/class/net")).into_iter().collect();
+        let links = list(Path::new("/sys/class/net"))
+            .into_iter()
+            .filter(|l| {
+                if w.bridges.is_empty() || w.bridges.contains(l) {
+                    return true;
+                }
+                fs::read_link(format!("/sys/class/net/{l}/master"))
+                    .ok()
+                    .and_then(|m| m.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .is_some_and(|m| w.bridges.contains(&m))
+            })
+            .collect();
         let me = std::process::id().to_string();
         let processes = fs::read_dir("/proc")
             .map(|d| {

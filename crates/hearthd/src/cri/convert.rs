@@ -140,9 +140,16 @@ pub fn pod_sandbox_status(r: &SandboxRecord) -> cri::PodSandboxStatus {
         metadata: Some(metadata(&c.metadata)),
         state: state(r.state),
         created_at: r.created_at_ns,
-        network: Some(cri::PodSandboxNetworkStatus {
-            ip: String::new(),
-            additional_ips: Vec::new(),
+        network: Some({
+            let ips = r.network.as_ref().map(|n| n.ips.as_slice()).unwrap_or_default();
+            cri::PodSandboxNetworkStatus {
+                ip: ips.first().cloned().unwrap_or_default(),
+                additional_ips: ips
+                    .iter()
+                    .skip(1)
+                    .map(|ip| cri::PodIp { ip: ip.clone() })
+                    .collect(),
+            }
         }),
         linux: Some(cri::LinuxPodSandboxStatus {
             namespaces: Some(cri::Namespace {
@@ -175,6 +182,7 @@ pub fn sandbox_info(r: &SandboxRecord) -> HashMap<String, String> {
             "clamped": r.size.clamped,
         },
         "netns": r.netns,
+        "network": r.network,
         "scratchDisk": r.scratch,
         "cgroupParent": r.config.cgroup_parent,
         "backendState": r.backend_handle,

@@ -19,15 +19,18 @@ pub use runtime::CRI_API_VERSION;
 pub struct Cri {
     /// The sandbox manager.
     pub sandboxes: Arc<SandboxManager>,
+    /// The image store.
+    pub images: Arc<hearth_image::ImageStore>,
     /// The pod CIDR from UpdateRuntimeConfig.
     pub pod_cidr: Mutex<String>,
 }
 
 impl Cri {
     /// Wraps the core.
-    pub fn new(sandboxes: Arc<SandboxManager>) -> Arc<Cri> {
+    pub fn new(sandboxes: Arc<SandboxManager>, images: Arc<hearth_image::ImageStore>) -> Arc<Cri> {
         Arc::new(Cri {
             sandboxes,
+            images,
             pod_cidr: Mutex::new(String::new()),
         })
     }

@@ -41,6 +41,30 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Converts an image store error to a status.
+pub fn image_to_status(e: hearth_image::ImageError) -> Status {
+    use hearth_image::ImageError as E;
+    let code = match &e {
+        E::NotFound(_) => Code::NotFound,
+        E::InvalidReference { .. } | E::AmbiguousId(_) | E::Config { .. } => Code::InvalidArgument,
+        E::Unauthorized { .. } => Code::Unauthenticated,
+        E::Registry { .. } => Code::Unavailable,
+        E::DigestMismatch { .. }
+        | E::SizeMismatch { .. }
+        | E::DiffIdMismatch { .. }
+        | E::InvalidManifest { .. }
+        | E::Layer { .. } => Code::DataLoss,
+        E::ManifestTooLarge { .. } => Code::ResourceExhausted,
+        E::UnsupportedMediaType(_)
+        | E::UnsupportedDigest(_)
+        | E::NoMatchingPlatform { .. }
+        | E::UnsafeLayerPath { .. }
+        | E::DeviceNodeNotAllowed { .. } => Code::FailedPrecondition,
+        _ => Code::Internal,
+    };
+    Status::new(code, chain(&e))
+}
+
 /// UNIMPLEMENTED for an RPC whose issue has not landed.
 pub fn unimplemented(rpc: &str, what: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not implemented yet in hearth ({what})"))

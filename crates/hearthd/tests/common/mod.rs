@@ -21,6 +21,10 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub config: Config,
     pub cgroup_parent: String,
+    /// The test's CNI bridge.
+    pub bridge: String,
+    /// Its subnet.
+    pub subnet: String,
 }
 
 impl Env {
@@ -48,6 +52,46 @@ impl Env {
             .to_string_lossy()
             .into_owned();
         config.cgroups.default_parent = format!("/{tag}");
+        // A CNI network of the test's own: a bridge made here (so it is
+        // there before any snapshot), host-local IPAM in the temp dir.
+        let n = tag.bytes().fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
+        let bridge = format!("hb{:08x}", n);
+        let subnet = format!("10.{}.{}.0/24", 100 + (n >> 8) % 100, n % 250);
+        let conf_dir = dir.path().join("cni");
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        std::fs::write(
+            conf_dir.join("10-hearth-test.conflist"),
+            serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": format!("hearth-test-{tag}"),
+                "plugins": [
+                    {
+                        "type": "bridge",
+                        "bridge": bridge,
+                        "isGateway": true,
+                        "ipMasq": false,
+                        "ipam": {
+                            "type": "host-local",
+                            "ranges": [[{ "subnet": subnet }]],
+                            "dataDir": dir.path().join("ipam"),
+                        }
+                    },
+                    { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true }
+                ]
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let ok = std::process::Command::new("ip")
+            .args(["link", "add", "name", &bridge, "type", "bridge"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "cannot create test bridge {bridge}");
+        std::process::Command::new("ip").args(["link", "set", &bridge, "up"]).status().unwrap();
+        config.network.cni_conf_dir = conf_dir;
+        config.network.cni_bin_dirs = vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()];
+
         // The netns directory becomes a shared mount point on first use
         // (as with `ip netns`): a node-level mount made once, not per pod.
         // Make it before any snapshot so it is not counted as a pod's leak.
@@ -56,6 +100,8 @@ impl Env {
         netns.remove("probe").unwrap();
         Env {
             cgroup_parent: format!("/{tag}"),
+            bridge,
+            subnet,
             dir,
             config,
         }
@@ -70,6 +116,7 @@ impl Env {
             netns_dirs: vec![self.config.network.netns_dir.clone()],
             process_names: vec![self.path().to_string_lossy().into_owned()],
             paths: vec![self.path().to_path_buf()],
+            bridges: vec![self.bridge.clone()],
         }
     }
 
@@ -112,6 +159,7 @@ impl Drop for Env {
                 .unwrap();
         // SAFETY: umount2 with a valid C string.
         unsafe { libc::umount2(dir.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.bridge]).status();
     }
 }
 
@@ -125,10 +173,10 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(env: &Env) -> Daemon {
-        let sandboxes = hearthd::build(&env.config).await.expect("build");
+        let runtime = hearthd::build(&env.config).await.expect("build");
         let listener = hearthd::bind(&env.config.address).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(hearthd::serve(listener, sandboxes, async {
+        let task = tokio::spawn(hearthd::serve(listener, runtime, async {
             let _ = rx.await;
         }));
         let channel = hearth_test_support::cri_channel(&env.config.address)

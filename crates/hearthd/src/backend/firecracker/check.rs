@@ -25,10 +25,13 @@ use std::time::Duration;
 
 use hearth_firecracker::FirecrackerVersion;
 
+/// A binary's identity: path, size, mtime.
+type FileKey = (PathBuf, u64, i64);
+
 /// The result of running `<binary> --version`, cached by file identity.
 #[derive(Default)]
 pub(crate) struct VersionCache {
-    entries: Mutex<HashMap<(PathBuf, u64, i64), Result<FirecrackerVersion, String>>>,
+    entries: Mutex<HashMap<FileKey, Result<FirecrackerVersion, String>>>,
 }
 
 impl VersionCache {

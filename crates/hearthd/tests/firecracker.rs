@@ -1,0 +1,509 @@
+//! The firecracker backend against a real Firecracker binary, when one is
+//! present: the binary from `HEARTH_FIRECRACKER` (else
+//! `/work/fc-bin/firecracker`, else `firecracker` on PATH), the jailer and
+//! the compiled seccomp filter from `HEARTH_JAILER` / `HEARTH_SECCOMP_FILTER`
+//! (else beside the binary: `jailer`, `empty-seccomp.bpf`), the guest bundle
+//! from `HEARTH_GUEST_DIR` (else `$TMPDIR/hearth-guest-cache`, where the
+//! guest crate's test and `hearthctl guest build --work-dir` put it). Each
+//! missing piece makes a test print why and return: CI has no Firecracker.
+//!
+//! On this project's machines /dev/kvm is PVM: Firecracker accepts its
+//! whole API and InstanceStart, but the guest never boots. So the checks
+//! here stop at InstanceStart, the agent wait ending by deadline or VMM
+//! exit, and the cleanup after it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hearth_firecracker::FirecrackerClient;
+use hearth_runtime::backend::{
+    BackendError, BootSpec, DeviceLocator, Drive, PodCgroupSpec, SandboxBackend,
+};
+use hearth_runtime::sizing::VmSize;
+use hearth_runtime::Id;
+use hearthd::backend::firecracker::{vm_info, FirecrackerBackend, FirecrackerConfig};
+use k8s_cri::v1 as cri;
+use tonic::Code;
+
+/// What the tests need from the host, or why they skip.
+struct Fc {
+    firecracker: PathBuf,
+    jailer: PathBuf,
+    seccomp: PathBuf,
+    guest_dir: PathBuf,
+}
+
+fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var).map(PathBuf::from)
+}
+
+fn prerequisites(test: &str) -> Option<Fc> {
+    if hearth_test_support::skip_unless_root(test) {
+        return None;
+    }
+    let firecracker = env_path("HEARTH_FIRECRACKER")
+        .or_else(|| Some(PathBuf::from("/work/fc-bin/firecracker")).filter(|p| p.is_file()))
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|d| d.join("firecracker"))
+                .find(|p| p.is_file())
+        });
+    let Some(firecracker) = firecracker else {
+        eprintln!("skipping {test}: no firecracker (set HEARTH_FIRECRACKER, or put it in /work/fc-bin or on PATH)");
+        return None;
+    };
+    let dir = firecracker.parent().unwrap_or(Path::new("/")).to_owned();
+    let jailer = env_path("HEARTH_JAILER").unwrap_or_else(|| dir.join("jailer"));
+    let seccomp =
+        env_path("HEARTH_SECCOMP_FILTER").unwrap_or_else(|| dir.join("empty-seccomp.bpf"));
+    let guest_dir = env_path("HEARTH_GUEST_DIR")
+        .unwrap_or_else(|| std::env::temp_dir().join("hearth-guest-cache"));
+    for (what, p) in [
+        ("jailer (HEARTH_JAILER)", &jailer),
+        ("seccomp filter (HEARTH_SECCOMP_FILTER)", &seccomp),
+        ("guest kernel (HEARTH_GUEST_DIR; `hearthctl guest build --work-dir <dir>`)", &guest_dir.join("vmlinux")),
+        ("guest initramfs", &guest_dir.join("initramfs.cpio")),
+    ] {
+        if !p.is_file() {
+            eprintln!("skipping {test}: no {what} at {}", p.display());
+            return None;
+        }
+    }
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("skipping {test}: no /dev/kvm");
+        return None;
+    }
+    Some(Fc {
+        firecracker,
+        jailer,
+        seccomp,
+        guest_dir,
+    })
+}
+
+fn fc_config(fc: &Fc, allow_pvm: bool) -> FirecrackerConfig {
+    FirecrackerConfig {
+        binary: fc.firecracker.clone(),
+        jailer: fc.jailer.clone(),
+        seccomp_filter: fc.seccomp.clone(),
+        guest_dir: fc.guest_dir.clone(),
+        allow_pvm,
+        ..FirecrackerConfig::default()
+    }
+}
+
+/// Whether this host's /dev/kvm is PVM (what the backend's check says).
+fn pvm_host() -> bool {
+    Path::new("/sys/module/kvm_pvm").exists()
+}
+
+/// Processes whose root (chroot) or command line is under `dir`.
+fn vmms_under(dir: &Path) -> Vec<String> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+                return None;
+            }
+            let root = std::fs::read_link(e.path().join("root")).ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (root.starts_with(dir) || cmd.contains(&*dir.to_string_lossy()))
+                .then(|| format!("{pid}: {cmd}"))
+        })
+        .collect()
+}
+
+/// Entries of the jail base left over (the `firecracker` dir itself may stay).
+fn jails_left(env: &Env) -> Vec<PathBuf> {
+    let base = env.config.state.join("jail/firecracker");
+    std::fs::read_dir(base)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+fn boot_spec(dir: &Path, vcpus: u32, memory_mib: u64, cgroup_parent: &str) -> BootSpec {
+    let id = Id::generate();
+    let run_dir = dir.join("run").join(id.short());
+    std::fs::create_dir_all(&run_dir).unwrap();
+    BootSpec {
+        id,
+        size: VmSize {
+            vcpus,
+            memory_mib,
+            vcpus_source: "test".into(),
+            memory_source: "test".into(),
+            clamped: Vec::new(),
+        },
+        netns: None,
+        cgroup: PodCgroupSpec {
+            parent: cgroup_parent.into(),
+            procs_files: Vec::new(),
+        },
+        run_dir,
+    }
+}
+
+/// (a) Without allow_pvm on a PVM host: FailedPrecondition with the PVM
+/// message, the reason in Status, and nothing started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pvm_host_is_refused_without_allow_pvm() {
+    let Some(fc) = prerequisites("pvm_host_is_refused_without_allow_pvm") else {
+        return;
+    };
+    if !pvm_host() {
+        eprintln!("skipping pvm_host_is_refused_without_allow_pvm: /dev/kvm here is not PVM");
+        return;
+    }
+    let mut env = Env::new();
+    env.config.firecracker = fc_config(&fc, false);
+    let before = env.snapshot();
+    let daemon = Daemon::start(&env).await;
+    let mut c = daemon.client.clone();
+    let e = c
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod("pvm", &env.cgroup_parent)),
+            runtime_handler: "firecracker".into(),
+        })
+        .await
+        .expect_err("must be refused");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    for needle in [
+        "paravirtual (PVM",
+        "stock guest kernel cannot boot",
+        "qemu or namespaces handler",
+        "firecracker.allow_pvm = true",
+    ] {
+        assert!(e.message().contains(needle), "{needle:?} not in {:?}", e.message());
+    }
+    let s = c
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let handlers: serde_json::Value = serde_json::from_str(&s.info["runtimeHandlers"]).unwrap();
+    assert_eq!(handlers["firecracker"]["usable"], false);
+    assert!(handlers["firecracker"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("PVM"));
+    drop(c);
+    daemon.shutdown().await;
+    assert!(vmms_under(env.path()).is_empty(), "{:?}", vmms_under(env.path()));
+    assert!(jails_left(&env).is_empty(), "{:?}", jails_left(&env));
+    assert!(!env.config.state.join("jail").exists(), "jail base made");
+    let leaked = before.leaked(&env.snapshot());
+    assert!(leaked.is_empty(), "{leaked:#?}");
+}
+
+/// (b) With allow_pvm, the backend directly: the jailed VMM starts in its
+/// cgroup as its own uid, /vm/config shows the pod's size, boot source,
+/// scratch + placeholder drives and vsock; InstanceStart is accepted;
+/// drives attach by PATCH; the agent wait ends naming the deadline or the
+/// VMM's exit; destroy leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jailed_vm_is_configured_up_to_instance_start() {
+    let Some(fc) = prerequisites("jailed_vm_is_configured_up_to_instance_start") else {
+        return;
+    };
+    let mut env = Env::new();
+    env.config.firecracker = fc_config(&fc, true);
+    let before = env.snapshot();
+    // The pod's cgroup, as the manager would have made it (cpu hierarchy).
+    let parent = format!("{}/pod-direct", env.cgroup_parent.trim_start_matches('/'));
+    let cpu = Path::new("/sys/fs/cgroup/cpu");
+    let cgroups = cpu.is_dir() && std::fs::create_dir_all(cpu.join(&parent)).is_ok();
+    let backend = FirecrackerBackend::new(&env.config);
+    backend.check().expect("usable with allow_pvm");
+
+    // 1.5 CPU and 256 MiB + the guest's 64 MiB, as the sizing computes it.
+    let spec = boot_spec(
+        env.path(),
+        2,
+        320,
+        if cgroups { &parent } else { "" },
+    );
+    let t = Instant::now();
+    let mut handle = backend.boot(&spec).await.expect("boot");
+    eprintln!("boot (spawn + api + InstanceStart): {:?}", t.elapsed());
+    let info = vm_info(&handle).unwrap();
+    let instance_dir = info.instance_dir.clone().expect("jailed");
+    assert!(instance_dir.starts_with(env.config.state.join("jail/firecracker")));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", info.pid)).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid_line.split_whitespace().nth(1),
+        Some(info.uid.to_string().as_str()),
+        "{uid_line}"
+    );
+    assert!(info.uid >= 200_000, "uid from the configured range");
+    let vm_cgroup = cpu.join(&parent).join(spec.id.short());
+    if cgroups {
+        let procs = std::fs::read_to_string(vm_cgroup.join("cgroup.procs")).unwrap();
+        assert!(procs.lines().any(|p| p == info.pid.to_string()), "{procs}");
+        assert_eq!(
+            std::fs::read_to_string(vm_cgroup.join("cpu.shares")).unwrap().trim(),
+            "2048"
+        );
+    } else {
+        eprintln!("no cgroup v1 cpu hierarchy here: --parent-cgroup not checked");
+    }
+
+    let api = FirecrackerClient::new(&info.api_socket);
+    let state = api.instance_info().await.unwrap();
+    assert!(state.is_running(), "InstanceStart accepted: {state:?}");
+    let cfg = api.vm_config().await.unwrap();
+    let m = cfg.machine_config.as_ref().unwrap();
+    assert_eq!((m.vcpu_count, m.mem_size_mib), (2, 320));
+    let boot = cfg.boot_source.as_ref().unwrap();
+    assert_eq!(boot.kernel_image_path, "/vmlinux");
+    assert_eq!(boot.initrd_path.as_deref(), Some("/initramfs.cpio"));
+    assert!(boot
+        .boot_args
+        .as_deref()
+        .unwrap()
+        .starts_with("console=ttyS0 reboot=k panic=-1 pci=off quiet"));
+    // GET /vm/config lists the drives in no particular order after
+    // InstanceStart; the slot order (vda, vdb, ...) is the PUT order.
+    let mut drives: Vec<(&str, Option<bool>)> = cfg
+        .drives
+        .iter()
+        .map(|d| (d.drive_id.as_str(), d.is_read_only))
+        .collect();
+    drives.sort();
+    assert_eq!(
+        drives,
+        [
+            ("ph_ro_0", Some(true)),
+            ("ph_ro_1", Some(true)),
+            ("ph_ro_2", Some(true)),
+            ("ph_ro_3", Some(true)),
+            ("ph_rw_0", Some(false)),
+            ("scratch", Some(false)),
+        ]
+    );
+    assert!(cfg.drives.iter().all(|d| !d.is_root_device));
+    let vsock = cfg.vsock.as_ref().unwrap();
+    assert_eq!((vsock.guest_cid, vsock.uds_path.as_str()), (3, "/run/vsock.sock"));
+    assert!(cfg.entropy.is_some() && cfg.logger.is_some() && cfg.metrics.is_some());
+
+    // Drives: scratch is slot 0 (vda); an image takes the first read-only
+    // placeholder (vdc); detach points it back at its placeholder.
+    let scratch = env.path().join("scratch.img");
+    std::fs::File::create(&scratch)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let image = env.path().join("image.erofs");
+    std::fs::File::create(&image).unwrap().set_len(1 << 20).unwrap();
+    let loc = backend
+        .attach_drive(
+            &mut handle,
+            &Drive {
+                id: "scratch".into(),
+                path: scratch.clone(),
+                read_only: false,
+            },
+        )
+        .await
+        .expect("attach scratch");
+    assert_eq!(loc, DeviceLocator::Path("/dev/vda".into()));
+    let loc = backend
+        .attach_drive(
+            &mut handle,
+            &Drive {
+                id: "img1".into(),
+                path: image.clone(),
+                read_only: true,
+            },
+        )
+        .await
+        .expect("attach image");
+    assert_eq!(loc, DeviceLocator::Path("/dev/vdc".into()));
+    let cfg = api.vm_config().await.unwrap();
+    let path_of = |cfg: &hearth_firecracker::FullVmConfiguration, id: &str| {
+        cfg.drives
+            .iter()
+            .find(|d| d.drive_id == id)
+            .and_then(|d| d.path_on_host.clone())
+            .unwrap()
+    };
+    assert_eq!(path_of(&cfg, "scratch"), "/scratch.drive");
+    assert_eq!(path_of(&cfg, "ph_ro_0"), "/ph_ro_0.drive");
+    assert!(instance_dir.join("root/ph_ro_0.drive").exists());
+    backend.detach_drive(&mut handle, "img1").await.unwrap();
+    let cfg = api.vm_config().await.unwrap();
+    assert_eq!(path_of(&cfg, "ph_ro_0"), "/ph_ro_0.img");
+    assert!(!instance_dir.join("root/ph_ro_0.drive").exists());
+    backend.detach_drive(&mut handle, "img1").await.unwrap();
+
+    // The agent wait ends at the deadline or when the VMM exits, and says which.
+    let t = Instant::now();
+    let e = match backend.connect_agent(&handle, Duration::from_secs(2)).await {
+        Ok(_) => panic!("an agent answered on a PVM host?"),
+        Err(e) => e,
+    };
+    let BackendError::AgentNotReady { reason } = &e else {
+        panic!("{e:?}")
+    };
+    eprintln!("agent wait ended after {:?}: {reason}", t.elapsed());
+    assert!(
+        reason.contains("no answer from the agent within 2s") || reason.contains("VMM exited"),
+        "{reason}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(4));
+
+    backend.destroy(&handle).await.expect("destroy");
+    backend.destroy(&handle).await.expect("destroy is idempotent");
+    assert!(!Path::new(&format!("/proc/{}", info.pid)).exists() || !alive(info.pid));
+    assert!(!instance_dir.exists(), "jail left");
+    assert!(!vm_cgroup.exists(), "vm cgroup left");
+    assert!(!spec.run_dir.join("placeholders").exists());
+    assert!(scratch.exists() && image.exists(), "the files themselves stay");
+    if cgroups {
+        std::fs::remove_dir(cpu.join(&parent)).unwrap();
+        let _ = std::fs::remove_dir(cpu.join(env.cgroup_parent.trim_start_matches('/')));
+    }
+    assert!(vmms_under(env.path()).is_empty(), "{:?}", vmms_under(env.path()));
+    let leaked = before.leaked(&env.snapshot());
+    assert!(leaked.is_empty(), "{leaked:#?}");
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// (b) With allow_pvm, through the CRI: RunPodSandbox boots the VM, waits
+/// for an agent that cannot come, fails naming why, and the rollback
+/// leaves no process, jail, socket, loop device, netns or cgroup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_pod_sandbox_with_allow_pvm_fails_cleanly() {
+    let Some(fc) = prerequisites("run_pod_sandbox_with_allow_pvm_fails_cleanly") else {
+        return;
+    };
+    if !pvm_host() {
+        eprintln!("skipping run_pod_sandbox_with_allow_pvm_fails_cleanly: not a PVM host (a real guest would boot)");
+        return;
+    }
+    let mut env = Env::new();
+    env.config.firecracker = fc_config(&fc, true);
+    env.config.timeouts.boot_ms = 2_000;
+    let before = env.snapshot();
+    let daemon = Daemon::start(&env).await;
+    let mut c = daemon.client.clone();
+    let t = Instant::now();
+    let e = c
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod("fcpod", &env.cgroup_parent)),
+            runtime_handler: "firecracker".into(),
+        })
+        .await
+        .expect_err("no guest boots on PVM");
+    eprintln!("RunPodSandbox failed after {:?}: {e:?}", t.elapsed());
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(
+        e.message().contains("no answer from the agent within 2s")
+            || e.message().contains("VMM exited"),
+        "{e:?}"
+    );
+    let pods = c
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(pods.items.is_empty(), "{:?}", pods.items);
+    drop(c);
+    daemon.shutdown().await;
+    assert!(vmms_under(env.path()).is_empty(), "{:?}", vmms_under(env.path()));
+    assert!(jails_left(&env).is_empty(), "{:?}", jails_left(&env));
+    assert!(
+        env.leftover_cgroups().is_empty(),
+        "{:?}",
+        env.leftover_cgroups()
+    );
+    let sandboxes = env.config.state.join("sandboxes");
+    let left: Vec<_> = std::fs::read_dir(&sandboxes)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "run dirs left: {left:?}");
+    let leaked = before.leaked(&env.snapshot());
+    assert!(leaked.is_empty(), "{leaked:#?}");
+}
+
+/// Bad set-ups are named with their fix, before anything starts: a
+/// missing guest bundle, a binary that is not Firecracker, one too old, a
+/// dynamic one with the jailer, no seccomp filter with the jailer; and a
+/// size Firecracker refuses comes back with Firecracker's own words,
+/// leaving nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_firecracker_setups_are_named() {
+    let Some(fc) = prerequisites("bad_firecracker_setups_are_named") else {
+        return;
+    };
+    let env = Env::new();
+    let reason = |f: &dyn Fn(&mut FirecrackerConfig)| {
+        let mut config = env.config.clone();
+        config.firecracker = fc_config(&fc, true);
+        f(&mut config.firecracker);
+        match FirecrackerBackend::new(&config).check() {
+            Err(BackendError::Unavailable { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        }
+    };
+    let empty = env.path().join("empty-guest");
+    std::fs::create_dir_all(&empty).unwrap();
+    let r = reason(&|c| c.guest_dir = empty.clone());
+    assert!(r.contains("vmlinux") && r.contains("run `hearthctl guest build`"), "{r}");
+    let r = reason(&|c| c.binary = "/bin/true".into());
+    assert!(r.contains("/bin/true is not Firecracker"), "{r}");
+    let old = env.path().join("old-firecracker");
+    std::fs::write(&old, "#!/bin/sh\necho 'Firecracker v1.7.0'\n").unwrap();
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let r = reason(&|c| c.binary = old.clone());
+    assert!(r.contains("1.7.0 is too old") && r.contains(">= 1.8"), "{r}");
+    let r = reason(&|c| c.seccomp_filter = PathBuf::new());
+    assert!(r.contains("firecracker.seccomp_filter") && r.contains("--no-seccomp"), "{r}");
+    let r = reason(&|c| c.binary = "no-such-firecracker".into());
+    assert!(r.contains("not found") && r.contains("firecracker.binary"), "{r}");
+    // A dynamically linked binary that passes the version check.
+    let dynamic = env.path().join("dyn-firecracker");
+    let src = env.path().join("dyn.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\nint main(void){puts(\"Firecracker v1.16.1\");return 0;}\n",
+    )
+    .unwrap();
+    let cc = std::process::Command::new("cc")
+        .arg(&src)
+        .arg("-o")
+        .arg(&dynamic)
+        .status();
+    if matches!(cc, Ok(s) if s.success()) {
+        let r = reason(&|c| c.binary = dynamic.clone());
+        assert!(r.contains("dynamically linked") && r.contains("static"), "{r}");
+    } else {
+        eprintln!("no C compiler: the dynamic-binary case is not checked");
+    }
+
+    // A size Firecracker refuses: its fault message comes back, nothing stays.
+    let mut config = env.config.clone();
+    config.firecracker = fc_config(&fc, true);
+    let backend = FirecrackerBackend::new(&config);
+    let spec = boot_spec(env.path(), 33, 256, "");
+    let e = backend.boot(&spec).await.expect_err("33 vCPUs");
+    let text = hearthd::cri::status::chain(&e);
+    eprintln!("refused size: {text}");
+    assert!(text.contains("PUT /machine-config") && text.contains("400"), "{text}");
+    assert!(text.contains("vCPU"), "Firecracker's own words: {text}");
+    assert!(vmms_under(env.path()).is_empty(), "{:?}", vmms_under(env.path()));
+    assert!(jails_left(&env).is_empty(), "{:?}", jails_left(&env));
+    assert!(!spec.run_dir.join("placeholders").exists());
+}
