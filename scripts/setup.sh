@@ -21,14 +21,26 @@ default_runtime_handler = "namespaces"
 agent_binary = "$agent"
 [network]
 netns_dir = "$demo/netns"
+cni_conf_dir = "$demo/cni"
+cni_bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
 [scratch]
 size_mib = 1024
 TOML
+# The demo pod's network: a bridge with host-local addresses.
+mkdir -p "$demo/cni"
+cat > "$demo/cni/10-hearth-demo.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "hearth-demo", "plugins": [
+  {"type": "bridge", "bridge": "hearth-demo0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/24"}]], "dataDir": "$demo/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+JSON
 "$bin/hearthd" --config "$demo/config.toml" 2> "$demo/hearthd.log" &
 hearthd=$!
 cleanup() {
     kill "$hearthd" 2>/dev/null || true
     wait "$hearthd" 2>/dev/null || true
+    umount -l "$demo/netns" 2>/dev/null || true
+    ip link del hearth-demo0 2>/dev/null || true
 }
 trap cleanup EXIT
 export HEARTH_ADDRESS="$demo/hearth.sock"

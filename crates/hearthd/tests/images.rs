@@ -30,7 +30,12 @@ async fn pull_status_list_remove_through_the_cri() {
     }
     let reg = Registry::start(Some(("hearth", "s3cret")));
     let mut layout = Layout::new();
-    let built = layout.image(&[Layer::new(busybox_layer(), Comp::Gzip)], "amd64", "1000", serde_json::json!({}));
+    let built = layout.image(
+        &[Layer::new(busybox_layer(), Comp::Gzip)],
+        "amd64",
+        "1000",
+        serde_json::json!({}),
+    );
     layout.tag(&built.desc, "v1");
     reg.push(layout.path(), "v1", "demo/busybox", &[]);
     let reference = format!("{}/demo/busybox:v1", reg.host());
@@ -41,11 +46,18 @@ async fn pull_status_list_remove_through_the_cri() {
 
     // 401 without credentials: Unauthenticated, nothing stored.
     let e = images
-        .pull_image(cri::PullImageRequest { image: spec(&reference), ..Default::default() })
+        .pull_image(cri::PullImageRequest {
+            image: spec(&reference),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
-    let list = images.list_images(cri::ListImagesRequest::default()).await.unwrap().into_inner();
+    let list = images
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(list.images.is_empty());
 
     // With the kubelet's AuthConfig.
@@ -55,7 +67,11 @@ async fn pull_status_list_remove_through_the_cri() {
         ..Default::default()
     };
     let id = images
-        .pull_image(cri::PullImageRequest { image: spec(&reference), auth: Some(auth), sandbox_config: None })
+        .pull_image(cri::PullImageRequest {
+            image: spec(&reference),
+            auth: Some(auth),
+            sandbox_config: None,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -64,7 +80,10 @@ async fn pull_status_list_remove_through_the_cri() {
 
     // ImageStatus: tags, digests, size, the user as a uid (runAsNonRoot).
     let st = images
-        .image_status(cri::ImageStatusRequest { image: spec(&reference), verbose: true })
+        .image_status(cri::ImageStatusRequest {
+            image: spec(&reference),
+            verbose: true,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -78,44 +97,93 @@ async fn pull_status_list_remove_through_the_cri() {
     let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
     let erofs = std::path::PathBuf::from(info["erofsImage"].as_str().unwrap());
     assert!(erofs.starts_with(&env.config.root), "{erofs:?}");
-    assert_eq!(std::fs::metadata(&erofs).unwrap().len(), info["erofsSize"].as_u64().unwrap());
+    assert_eq!(
+        std::fs::metadata(&erofs).unwrap().len(),
+        info["erofsSize"].as_u64().unwrap()
+    );
 
     // By id and by id prefix; listing with and without a filter.
-    for q in [id.clone(), id["sha256:".len().."sha256:".len() + 12].to_string()] {
-        let st = images.image_status(cri::ImageStatusRequest { image: spec(&q), verbose: false }).await.unwrap();
+    for q in [
+        id.clone(),
+        id["sha256:".len().."sha256:".len() + 12].to_string(),
+    ] {
+        let st = images
+            .image_status(cri::ImageStatusRequest {
+                image: spec(&q),
+                verbose: false,
+            })
+            .await
+            .unwrap();
         assert_eq!(st.into_inner().image.unwrap().id, id);
     }
-    let list = images.list_images(cri::ListImagesRequest::default()).await.unwrap().into_inner();
+    let list = images
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(list.images.len(), 1);
     let filtered = images
-        .list_images(cri::ListImagesRequest { filter: Some(cri::ImageFilter { image: spec("nothing:here") }) })
+        .list_images(cri::ListImagesRequest {
+            filter: Some(cri::ImageFilter {
+                image: spec("nothing:here"),
+            }),
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(filtered.images.is_empty());
 
     // ImageFsInfo reports the store's real usage.
-    let fs = images.image_fs_info(cri::ImageFsInfoRequest {}).await.unwrap().into_inner();
+    let fs = images
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let used = fs.image_filesystems[0].used_bytes.as_ref().unwrap().value;
     assert!(used >= std::fs::metadata(&erofs).unwrap().len(), "{used}");
 
     // Remove by tag; a second remove is fine; status is then empty.
-    images.remove_image(cri::RemoveImageRequest { image: spec(&reference) }).await.unwrap();
-    images.remove_image(cri::RemoveImageRequest { image: spec(&reference) }).await.unwrap();
-    let st = images.image_status(cri::ImageStatusRequest { image: spec(&id), verbose: false }).await.unwrap();
+    images
+        .remove_image(cri::RemoveImageRequest {
+            image: spec(&reference),
+        })
+        .await
+        .unwrap();
+    images
+        .remove_image(cri::RemoveImageRequest {
+            image: spec(&reference),
+        })
+        .await
+        .unwrap();
+    let st = images
+        .image_status(cri::ImageStatusRequest {
+            image: spec(&id),
+            verbose: false,
+        })
+        .await
+        .unwrap();
     assert!(st.into_inner().image.is_none());
     assert!(!erofs.exists(), "erofs image left after RemoveImage");
 
     // Bad input: an empty spec, a malformed reference, a registry that is down.
-    let e = images.pull_image(cri::PullImageRequest::default()).await.unwrap_err();
+    let e = images
+        .pull_image(cri::PullImageRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = images
-        .pull_image(cri::PullImageRequest { image: spec("UPPER/case:bad"), ..Default::default() })
+        .pull_image(cri::PullImageRequest {
+            image: spec("UPPER/case:bad"),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     let e = images
-        .pull_image(cri::PullImageRequest { image: spec("127.0.0.1:1/none:v1"), ..Default::default() })
+        .pull_image(cri::PullImageRequest {
+            image: spec("127.0.0.1:1/none:v1"),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");

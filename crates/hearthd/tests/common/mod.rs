@@ -54,7 +54,9 @@ impl Env {
         config.cgroups.default_parent = format!("/{tag}");
         // A CNI network of the test's own: a bridge made here (so it is
         // there before any snapshot), host-local IPAM in the temp dir.
-        let n = tag.bytes().fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
+        let n = tag
+            .bytes()
+            .fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
         let bridge = format!("hb{:08x}", n);
         let subnet = format!("10.{}.{}.0/24", 100 + (n >> 8) % 100, n % 250);
         let conf_dir = dir.path().join("cni");
@@ -88,7 +90,10 @@ impl Env {
             .map(|s| s.success())
             .unwrap_or(false);
         assert!(ok, "cannot create test bridge {bridge}");
-        std::process::Command::new("ip").args(["link", "set", &bridge, "up"]).status().unwrap();
+        std::process::Command::new("ip")
+            .args(["link", "set", &bridge, "up"])
+            .status()
+            .unwrap();
         config.network.cni_conf_dir = conf_dir;
         config.network.cni_bin_dirs = vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()];
 
@@ -159,7 +164,9 @@ impl Drop for Env {
                 .unwrap();
         // SAFETY: umount2 with a valid C string.
         unsafe { libc::umount2(dir.as_ptr(), libc::MNT_DETACH) };
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.bridge]).status();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
     }
 }
 
