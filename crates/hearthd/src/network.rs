@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_network::{Bandwidth, Cni, CniConfig, NetnsManager, PodNetwork, PodNetworkRequest, PortMapping, Protocol};
+use hearth_network::{
+    Bandwidth, Cni, CniConfig, NetnsManager, PodNetwork, PodNetworkRequest, PortMapping, Protocol,
+};
 use hearth_runtime::network::{NetworkError, PodNetworkState, PodNetworks};
 use hearth_runtime::sandbox::SandboxConfig;
 use hearth_runtime::Id;
@@ -24,7 +26,12 @@ pub struct HostNetworks {
 
 impl HostNetworks {
     /// Namespaces under `netns_dir`; CNI as configured.
-    pub fn new(netns_dir: PathBuf, conf_dir: PathBuf, bin_dirs: Vec<PathBuf>, plugin_timeout: Duration) -> HostNetworks {
+    pub fn new(
+        netns_dir: PathBuf,
+        conf_dir: PathBuf,
+        bin_dirs: Vec<PathBuf>,
+        plugin_timeout: Duration,
+    ) -> HostNetworks {
         let cni = CniConfig {
             conf_dir,
             bin_dirs,
@@ -81,7 +88,12 @@ fn request(id: &Id, c: &SandboxConfig, netns: &Path) -> Result<PodNetworkRequest
         let host_ip = if p.host_ip.is_empty() {
             None
         } else {
-            Some(p.host_ip.parse().map_err(|_| invalid(format!("port_mappings host_ip {:?} is not an IP", p.host_ip)))?)
+            Some(p.host_ip.parse().map_err(|_| {
+                invalid(format!(
+                    "port_mappings host_ip {:?} is not an IP",
+                    p.host_ip
+                ))
+            })?)
         };
         port_mappings.push(PortMapping {
             protocol,
@@ -93,13 +105,23 @@ fn request(id: &Id, c: &SandboxConfig, netns: &Path) -> Result<PodNetworkRequest
     let rate = |key: &str| -> Result<Option<u64>, NetworkError> {
         c.annotations
             .get(key)
-            .map(|v| quantity(v).ok_or_else(|| invalid(format!("annotation {key}: {v:?} is not a quantity like 10M"))))
+            .map(|v| {
+                quantity(v).ok_or_else(|| {
+                    invalid(format!(
+                        "annotation {key}: {v:?} is not a quantity like 10M"
+                    ))
+                })
+            })
             .transpose()
     };
     let (ingress, egress) = (rate(INGRESS_BANDWIDTH)?, rate(EGRESS_BANDWIDTH)?);
     let bandwidth = (ingress.is_some() || egress.is_some()).then(|| Bandwidth {
         ingress_rate: ingress.unwrap_or(0),
-        ingress_burst: if ingress.is_some() { i32::MAX as u64 } else { 0 },
+        ingress_burst: if ingress.is_some() {
+            i32::MAX as u64
+        } else {
+            0
+        },
         egress_rate: egress.unwrap_or(0),
         egress_burst: if egress.is_some() { i32::MAX as u64 } else { 0 },
     });
@@ -122,7 +144,9 @@ fn request(id: &Id, c: &SandboxConfig, netns: &Path) -> Result<PodNetworkRequest
 /// A Kubernetes quantity in bits per second: `10M`, `1Gi`, `500k`, `100`.
 pub fn quantity(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().ok()?;
     let mult: f64 = match unit {
@@ -150,16 +174,27 @@ impl PodNetworks for HostNetworks {
     async fn create_netns(&self, id: &Id) -> Result<PathBuf, NetworkError> {
         let netns = self.netns.clone();
         let name = netns_name(id);
-        on_thread("creating the network namespace", move || netns.create(&name)).await
+        on_thread("creating the network namespace", move || {
+            netns.create(&name)
+        })
+        .await
     }
 
     async fn remove_netns(&self, id: &Id) -> Result<(), NetworkError> {
         let netns = self.netns.clone();
         let name = netns_name(id);
-        on_thread("removing the network namespace", move || netns.remove(&name)).await
+        on_thread("removing the network namespace", move || {
+            netns.remove(&name)
+        })
+        .await
     }
 
-    async fn setup(&self, id: &Id, config: &SandboxConfig, netns: &Path) -> Result<PodNetworkState, NetworkError> {
+    async fn setup(
+        &self,
+        id: &Id,
+        config: &SandboxConfig,
+        netns: &Path,
+    ) -> Result<PodNetworkState, NetworkError> {
         let req = request(id, config, netns)?;
         let cni = self.cni.clone();
         // Spawned: the CNI chain must run to its end (or its rollback) even

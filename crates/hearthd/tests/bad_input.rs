@@ -69,6 +69,24 @@ async fn bad_requests_are_refused_and_leave_nothing() {
         "backend firecracker cannot run here",
     );
 
+    // A hostNetwork pod on a VM handler: refused, whatever the host has.
+    let mut host = pod("x", &env.cgroup_parent);
+    host.hostname.clear();
+    host.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            network: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let mut req = run_request(host);
+    req.runtime_handler = "firecracker".into();
+    expect(
+        run(req).await,
+        Code::FailedPrecondition,
+        "namespaces RuntimeClass",
+    );
+
     // Malformed sizing names the field.
     let mut neg = pod("x", &env.cgroup_parent);
     neg.linux
@@ -180,12 +198,26 @@ async fn bad_requests_are_refused_and_leave_nothing() {
     // Garbage on the socket: the connection is dropped, the server stays.
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut raw = tokio::net::UnixStream::connect(&env.config.address).await.unwrap();
-        raw.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, b'g', b'a', b'r', b'b', b'a', b'g', b'e']).await.unwrap();
+        let mut raw = tokio::net::UnixStream::connect(&env.config.address)
+            .await
+            .unwrap();
+        raw.write_all(&[
+            0x16, 0x03, 0x01, 0xff, 0xff, b'g', b'a', b'r', b'b', b'a', b'g', b'e',
+        ])
+        .await
+        .unwrap();
         let mut buf = Vec::new();
-        let read = tokio::time::timeout(std::time::Duration::from_secs(10), raw.read_to_end(&mut buf)).await;
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            raw.read_to_end(&mut buf),
+        )
+        .await;
         assert!(read.is_ok(), "hearthd kept a garbage connection open");
-        let v = c.version(cri::VersionRequest::default()).await.unwrap().into_inner();
+        let v = c
+            .version(cri::VersionRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(v.runtime_name, "hearth");
     }
     // Other RPCs say they are not there yet.

@@ -55,6 +55,13 @@ fn prerequisites(test: &str) -> Option<Fc> {
         eprintln!("skipping {test}: no firecracker (set HEARTH_FIRECRACKER, or put it in /work/fc-bin or on PATH)");
         return None;
     };
+    if !firecracker.is_file() {
+        eprintln!(
+            "skipping {test}: no firecracker at {}",
+            firecracker.display()
+        );
+        return None;
+    }
     let dir = firecracker.parent().unwrap_or(Path::new("/")).to_owned();
     let jailer = env_path("HEARTH_JAILER").unwrap_or_else(|| dir.join("jailer"));
     let seccomp =
@@ -609,7 +616,11 @@ async fn direct_vm_without_the_jailer() {
     backend.destroy(&handle).await.expect("destroy");
     assert!(!info.api_socket.exists() && !info.vsock.exists());
     assert!(!spec.run_dir.join("placeholders").exists());
-    assert!(vmms_under(env.path()).is_empty(), "{:?}", vmms_under(env.path()));
+    assert!(
+        vmms_under(env.path()).is_empty(),
+        "{:?}",
+        vmms_under(env.path())
+    );
     std::fs::remove_dir_all(env.path().join("run")).unwrap();
     let leaked = before.leaked(&env.snapshot());
     assert!(leaked.is_empty(), "{leaked:#?}");

@@ -70,22 +70,41 @@ async fn hearthctl_drives_a_pod_through_hearthd() {
         let info = ctl.ok(&["info"]);
         assert!(info.contains("RuntimeReady"), "{info}");
 
-        let id = ctl.ok(&["runp", "examples/pod.yaml", "--runtime", "namespaces"]).trim().to_owned();
+        let id = ctl
+            .ok(&["runp", "examples/pod.yaml", "--runtime", "namespaces"])
+            .trim()
+            .to_owned();
         assert_eq!(id.len(), 64, "runp printed {id:?}");
         let table = ctl.ok(&["pods"]);
         let header = table.lines().next().unwrap();
-        for col in ["POD ID", "CREATED", "STATE", "NAME", "NAMESPACE", "ATTEMPT", "RUNTIME"] {
+        for col in [
+            "POD ID",
+            "CREATED",
+            "STATE",
+            "NAME",
+            "NAMESPACE",
+            "ATTEMPT",
+            "RUNTIME",
+        ] {
             assert!(header.contains(col), "{header}");
         }
         let row = table.lines().nth(1).expect("one pod");
-        assert!(row.starts_with(&id[..13]) && row.contains("Ready") && row.contains("demo"), "{row}");
+        assert!(
+            row.starts_with(&id[..13]) && row.contains("Ready") && row.contains("demo"),
+            "{row}"
+        );
 
-        let json: serde_json::Value = serde_json::from_str(&ctl.ok(&["pods", "-o", "json"])).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&ctl.ok(&["pods", "-o", "json"])).unwrap();
         assert_eq!(json["items"][0]["metadata"]["name"], "demo", "{json}");
-        let inspect: serde_json::Value = serde_json::from_str(&ctl.ok(&["inspectp", &id[..12]])).unwrap();
+        let inspect: serde_json::Value =
+            serde_json::from_str(&ctl.ok(&["inspectp", &id[..12]])).unwrap();
         assert_eq!(inspect["status"]["id"], id.as_str(), "{inspect}");
         assert_eq!(inspect["info"]["info"]["vm"]["vcpus"], 1, "{inspect}");
-        assert_eq!(inspect["info"]["info"]["backend"], "namespaces", "{inspect}");
+        assert_eq!(
+            inspect["info"]["info"]["backend"], "namespaces",
+            "{inspect}"
+        );
 
         ctl.ok(&["stopp", &id[..12]]);
         let notready = ctl.ok(&["pods", "--state", "notready", "-q", "--no-trunc"]);
@@ -111,5 +130,9 @@ async fn hearthctl_drives_a_pod_through_hearthd() {
     daemon.shutdown().await;
     result.unwrap();
     assert_eq!(before.leaked(&env.snapshot()), Vec::<String>::new());
-    assert!(env.leftover_cgroups().is_empty(), "cgroups left: {:?}", env.leftover_cgroups());
+    assert!(
+        env.leftover_cgroups().is_empty(),
+        "cgroups left: {:?}",
+        env.leftover_cgroups()
+    );
 }

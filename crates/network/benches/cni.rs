@@ -17,11 +17,19 @@ const PLUGINS: &str = "/usr/lib/cni";
 fn main() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 || !Path::new(PLUGINS).join("bridge").exists() {
-        println!("cni bench: skipped: needs root and {PLUGINS}/bridge (containernetworking-plugins)");
+        println!(
+            "cni bench: skipped: needs root and {PLUGINS}/bridge (containernetworking-plugins)"
+        );
         return;
     }
-    let pods: usize = std::env::var("PODS").ok().and_then(|p| p.parse().ok()).unwrap_or(30);
-    let dir = tempfile::Builder::new().prefix("hearth-cni-bench").tempdir().unwrap();
+    let pods: usize = std::env::var("PODS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(30);
+    let dir = tempfile::Builder::new()
+        .prefix("hearth-cni-bench")
+        .tempdir()
+        .unwrap();
     let bridge = format!("hbb{}", std::process::id() % 100_000);
     let conf_dir = dir.path().join("conf");
     std::fs::create_dir_all(&conf_dir).unwrap();
@@ -42,7 +50,10 @@ fn main() {
         plugin_timeout: Duration::from_secs(30),
         ..CniConfig::default()
     });
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     // Hearth: ADD + DEL through the library (netns made outside the timing).
     let mut hearth = Vec::new();
@@ -112,7 +123,10 @@ fn main() {
     println!("CNI setup + teardown per pod (bridge + host-local), {pods} pods");
     println!("{:<28} {:>10} {:>10}", "", "median ms", "p95 ms");
     println!("{:<28} {:>10.1} {:>10.1}", "hearth-network", hm, hp);
-    println!("{:<28} {:>10.1} {:>10.1}", "shell script, same chain", sm, sp);
+    println!(
+        "{:<28} {:>10.1} {:>10.1}",
+        "shell script, same chain", sm, sp
+    );
     println!("ratio (median): {:.2}", hm / sm);
 }
 

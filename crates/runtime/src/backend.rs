@@ -154,6 +154,12 @@ pub trait SandboxBackend: Send + Sync {
     /// not and how to fix it.
     fn check(&self) -> Result<(), BackendError>;
 
+    /// Whether a pod may share the host's network namespace. A VM has its
+    /// own network stack, so only the namespaces backend can.
+    fn supports_host_network(&self) -> bool {
+        false
+    }
+
     /// Boots the sandbox's guest with its agent. On error nothing the call
     /// started is left behind.
     async fn boot(&self, spec: &BootSpec) -> Result<BackendHandle, BackendError>;

@@ -243,7 +243,6 @@ impl SandboxManager {
                 "runtime handler {handler:?} uses the {kind} backend, which this hearthd does not have yet"
             ))
         })?;
-        backend.check()?;
         Ok((handler.to_owned(), backend.clone()))
     }
 
@@ -253,6 +252,14 @@ impl SandboxManager {
     pub async fn run(&self, config: SandboxConfig, handler: &str) -> Result<Id, RuntimeError> {
         validate(&config)?;
         let (handler, backend) = self.backend_for(handler)?;
+        if config.host_network() && !backend.supports_host_network() {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "runtime handler {handler:?} ({} backend) cannot run a hostNetwork pod: a VM has its own \
+                 network stack; run node agents that need the host network with the namespaces RuntimeClass",
+                backend.kind()
+            )));
+        }
+        backend.check()?;
         if !config.host_network() {
             self.network.ready().map_err(|reason| {
                 RuntimeError::FailedPrecondition(format!("pod network is not ready: {reason}"))
@@ -362,7 +369,10 @@ impl SandboxManager {
             let netns = self.network.create_netns(&record.id).await?;
             record.netns = Some(netns.clone());
             self.persist(entry, record)?;
-            let state = self.network.setup(&record.id, &record.config, &netns).await?;
+            let state = self
+                .network
+                .setup(&record.id, &record.config, &netns)
+                .await?;
             tracing::info!(ips = ?state.ips, "pod network attached");
             record.network = Some(state);
             self.persist(entry, record)?;
@@ -484,7 +494,12 @@ impl SandboxManager {
         // calls Stop eagerly); the netns goes at Remove.
         if record.network.as_ref().is_some_and(|n| n.record.is_some()) {
             self.network
-                .teardown(&record.id, &record.config, record.network.as_ref(), record.netns.as_deref())
+                .teardown(
+                    &record.id,
+                    &record.config,
+                    record.network.as_ref(),
+                    record.netns.as_deref(),
+                )
                 .await?;
             if let Some(n) = record.network.as_mut() {
                 n.record = None;
@@ -555,7 +570,12 @@ impl SandboxManager {
             let recorded = record.network.as_ref().is_some_and(|n| n.record.is_some());
             if recorded || record.state == SandboxState::Creating {
                 self.network
-                    .teardown(&record.id, &record.config, record.network.as_ref(), record.netns.as_deref())
+                    .teardown(
+                        &record.id,
+                        &record.config,
+                        record.network.as_ref(),
+                        record.netns.as_deref(),
+                    )
                     .await?;
             }
         }

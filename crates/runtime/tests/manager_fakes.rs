@@ -246,6 +246,35 @@ async fn recovery_cleans_up_half_made_and_marks_vanished_sandboxes() {
     assert!(mgr.list().is_empty());
 }
 
+#[tokio::test]
+async fn vm_backends_refuse_host_network_pods() {
+    if !have_mkfs() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("netns")).unwrap();
+    let backend = Arc::new(FakeBackend::new("fake", Behaviour::Normal).vm());
+    let network = Arc::new(FakeNetworks::new(dir.path().join("netns")));
+    let mgr = SandboxManager::start(
+        config(dir.path(), Duration::from_secs(1)),
+        vec![backend.clone() as Arc<dyn SandboxBackend>],
+        network,
+    )
+    .await
+    .unwrap();
+    let mut host = pod("node-agent");
+    host.network = hearth_runtime::sandbox::NamespaceMode::Node;
+    host.sysctls.clear();
+    let err = mgr.run(host, "").await.unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::FailedPrecondition(_)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("namespaces RuntimeClass"), "{err}");
+    assert_eq!(backend.running(), 0);
+    assert!(mgr.list().is_empty());
+}
+
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut s = e.source();

@@ -14,6 +14,7 @@ use crate::fake_agent::{Behaviour, FakeAgent};
 /// The fake backend.
 pub struct FakeBackend {
     behaviour: Behaviour,
+    host_network: bool,
     kind: &'static str,
     agents: Mutex<HashMap<String, FakeAgent>>,
 }
@@ -23,9 +24,16 @@ impl FakeBackend {
     pub fn new(kind: &'static str, behaviour: Behaviour) -> FakeBackend {
         FakeBackend {
             behaviour,
+            host_network: true,
             kind,
             agents: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Makes it behave like a VM backend: no host network.
+    pub fn vm(mut self) -> FakeBackend {
+        self.host_network = false;
+        self
     }
 
     /// The agents that are serving now.
@@ -59,6 +67,10 @@ impl SandboxBackend for FakeBackend {
 
     fn check(&self) -> Result<(), BackendError> {
         Ok(())
+    }
+
+    fn supports_host_network(&self) -> bool {
+        self.host_network
     }
 
     async fn boot(&self, spec: &BootSpec) -> Result<BackendHandle, BackendError> {

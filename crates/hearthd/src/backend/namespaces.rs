@@ -167,6 +167,10 @@ impl SandboxBackend for NamespacesBackend {
         KIND
     }
 
+    fn supports_host_network(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), BackendError> {
         let unavailable = |reason: String| {
             Err(BackendError::Unavailable {

@@ -141,7 +141,11 @@ pub fn pod_sandbox_status(r: &SandboxRecord) -> cri::PodSandboxStatus {
         state: state(r.state),
         created_at: r.created_at_ns,
         network: Some({
-            let ips = r.network.as_ref().map(|n| n.ips.as_slice()).unwrap_or_default();
+            let ips = r
+                .network
+                .as_ref()
+                .map(|n| n.ips.as_slice())
+                .unwrap_or_default();
             cri::PodSandboxNetworkStatus {
                 ip: ips.first().cloned().unwrap_or_default(),
                 additional_ips: ips

@@ -48,7 +48,9 @@ fn credentials(auth: Option<cri::AuthConfig>) -> Result<Option<Credentials>, Sta
 fn spec_image(spec: Option<cri::ImageSpec>, field: &str) -> Result<String, Status> {
     match spec {
         Some(s) if !s.image.is_empty() => Ok(s.image),
-        _ => Err(Status::invalid_argument(format!("{field}.image is required"))),
+        _ => Err(Status::invalid_argument(format!(
+            "{field}.image is required"
+        ))),
     }
 }
 
@@ -64,7 +66,12 @@ impl ImageService for Cri {
             .and_then(|f| f.image)
             .map(|s| s.image)
             .filter(|s| !s.is_empty());
-        let images = self.images.list_filtered(filter.as_deref()).iter().map(to_cri).collect();
+        let images = self
+            .images
+            .list_filtered(filter.as_deref())
+            .iter()
+            .map(to_cri)
+            .collect();
         Ok(Response::new(cri::ListImagesResponse { images }))
     }
 
@@ -108,13 +115,29 @@ impl ImageService for Cri {
         let reference = spec_image(r.image, "image")?;
         let auth = credentials(r.auth)?;
         let images = self.images.clone();
+        // Progress for the admin service's PullProgress subscribers (a
+        // reference that does not parse fails the pull below anyway).
+        let progress = crate::admin::pull_key(&reference)
+            .ok()
+            .map(|key| self.pulls.start(&key));
         // Spawned: a pull the kubelet gives up on still finishes (or cleans
         // up after itself) rather than being cut off half-way.
-        let image = tokio::spawn(async move { images.pull(&reference, auth, None).await })
-            .await
-            .map_err(|e| Status::internal(format!("pull task failed: {e}")))?
-            .map_err(image_to_status)?;
-        Ok(Response::new(cri::PullImageResponse { image_ref: image.id }))
+        let image = tokio::spawn(async move {
+            let sink = progress.as_ref().map(|p| p.sink());
+            let res = images
+                .pull(&reference, auth, sink)
+                .await
+                .map_err(image_to_status);
+            if let Some(p) = progress {
+                p.finish(res.as_ref().map(|i| i.id.as_str()));
+            }
+            res
+        })
+        .await
+        .map_err(|e| Status::internal(format!("pull task failed: {e}")))??;
+        Ok(Response::new(cri::PullImageResponse {
+            image_ref: image.id,
+        }))
     }
 
     async fn remove_image(
@@ -139,8 +162,12 @@ impl ImageService for Cri {
             fs_id: Some(cri::FilesystemIdentifier {
                 mountpoint: u.mountpoint.to_string_lossy().into_owned(),
             }),
-            used_bytes: Some(cri::UInt64Value { value: u.used_bytes }),
-            inodes_used: Some(cri::UInt64Value { value: u.inodes_used }),
+            used_bytes: Some(cri::UInt64Value {
+                value: u.used_bytes,
+            }),
+            inodes_used: Some(cri::UInt64Value {
+                value: u.inodes_used,
+            }),
         };
         Ok(Response::new(cri::ImageFsInfoResponse {
             image_filesystems: vec![usage],

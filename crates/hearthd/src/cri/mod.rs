@@ -23,6 +23,8 @@ pub struct Cri {
     pub images: Arc<hearth_image::ImageStore>,
     /// The pod CIDR from UpdateRuntimeConfig.
     pub pod_cidr: Mutex<String>,
+    /// Progress of the pulls in flight, for the admin service.
+    pub pulls: Arc<crate::admin::PullEvents>,
 }
 
 impl Cri {
@@ -32,6 +34,7 @@ impl Cri {
             sandboxes,
             images,
             pod_cidr: Mutex::new(String::new()),
+            pulls: Arc::default(),
         })
     }
 
