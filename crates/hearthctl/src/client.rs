@@ -1,5 +1,5 @@
 //! The connection to hearthd: a tonic channel over its unix socket, the two
-//! CRI clients on it, and deadlines on every call.
+//! CRI clients and hearthd's admin client on it, and deadlines on every call.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
+use hearthd::admin::proto::admin_client::AdminClient;
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -103,6 +104,11 @@ impl Cri {
     /// The ImageService client.
     pub fn images(&self) -> ImageServiceClient<Channel> {
         ImageServiceClient::new(self.channel.clone())
+    }
+
+    /// hearthd's own admin service (pull progress, prune).
+    pub fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel.clone())
     }
 
     /// The deadline for one call (`--timeout`).

@@ -13,8 +13,10 @@
 //!   parsed into our own serde structs and converted to the CRI types.
 //! - `output`: tables, relative times, sizes, ids, json/yaml printing.
 //! - `commands/`: `info` (version, info), `pods` (runp, pods, inspectp,
-//!   stopp, rmp), `images` (pull, images, inspecti, rmi, imagefsinfo),
-//!   `containers` (ps, create, start, stop, rm, inspect, exec) and `logs`;
+//!   stopp, rmp), `images` (pull with per-layer progress, images, images
+//!   prune, inspecti, rmi, imagefsinfo),
+//!   `containers` (ps, create, start, stop, rm, inspect, exec), `logs`, and
+//!   `guest` (guest build, doctor: host-side, no hearthd needed);
 //!   `commands/mod.rs` holds id-prefix resolution and per-id error reporting.
 #![forbid(unsafe_code)]
 
@@ -30,7 +32,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{containers, images, info, logs, pods, AlreadyReported};
+use commands::{containers, guest, images, info, logs, pods, AlreadyReported};
 use output::{parse_duration, Output};
 
 /// A CRI client for hearthd.
@@ -75,7 +77,7 @@ enum Command {
     Rmp(pods::RemoveArgs),
     /// Pull an image.
     Pull(images::PullArgs),
-    /// List images.
+    /// List images (`images prune`: free content no image uses).
     Images(images::ListArgs),
     /// Show image status and info (JSON).
     Inspecti(images::ImagesArgs),
@@ -99,6 +101,10 @@ enum Command {
     Logs(logs::LogsArgs),
     /// Run a command in a container; exits with its exit code.
     Exec(containers::ExecArgs),
+    /// Guest bundle (kernel + agent initramfs) for the VM backends.
+    Guest(guest::GuestArgs),
+    /// Which backends can run on this host, and why not (no hearthd needed).
+    Doctor(guest::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -126,6 +132,19 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Guest(args) => {
+            return guest::guest(args, cli.output)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Doctor(args) => {
+            return guest::doctor(args, cli.output)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
+        _ => {}
+    }
     let cri = client::connect(&cli.address, cli.timeout).await?;
     let out = cli.output;
     match cli.command {
@@ -149,6 +168,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspect(args) => containers::inspect(&cri, args, out).await?,
         Command::Logs(args) => logs::logs(&cri, args).await?,
         Command::Exec(args) => return containers::exec(&cri, args, out).await,
+        Command::Guest(_) | Command::Doctor(_) => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -249,7 +249,10 @@ impl Config {
         if self.scratch.size_mib < 16 {
             return invalid("scratch.size_mib must be at least 16".into());
         }
-        if self.timeouts.boot_ms == 0 || self.timeouts.stop_ms == 0 || self.network.cni_plugin_timeout_ms == 0 {
+        if self.timeouts.boot_ms == 0
+            || self.timeouts.stop_ms == 0
+            || self.network.cni_plugin_timeout_ms == 0
+        {
             return invalid("timeouts must be above 0".into());
         }
         for (field, p) in [

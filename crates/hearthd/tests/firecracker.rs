@@ -1,6 +1,6 @@
 //! The firecracker backend against a real Firecracker binary, when one is
-//! present: the binary from `HEARTH_FIRECRACKER` (else
-//! `/work/fc-bin/firecracker`, else `firecracker` on PATH), the jailer and
+//! present: the binary from `HEARTH_FIRECRACKER` (else `firecracker` on
+//! PATH), the jailer and
 //! the compiled seccomp filter from `HEARTH_JAILER` / `HEARTH_SECCOMP_FILTER`
 //! (else beside the binary: `jailer`, `empty-seccomp.bpf`), the guest bundle
 //! from `HEARTH_GUEST_DIR` (else `$TMPDIR/hearth-guest-cache`, where the
@@ -45,14 +45,13 @@ fn prerequisites(test: &str) -> Option<Fc> {
         return None;
     }
     let firecracker = env_path("HEARTH_FIRECRACKER")
-        .or_else(|| Some(PathBuf::from("/work/fc-bin/firecracker")).filter(|p| p.is_file()))
         .or_else(|| {
             std::env::split_paths(&std::env::var_os("PATH")?)
                 .map(|d| d.join("firecracker"))
                 .find(|p| p.is_file())
         });
     let Some(firecracker) = firecracker else {
-        eprintln!("skipping {test}: no firecracker (set HEARTH_FIRECRACKER, or put it in /work/fc-bin or on PATH)");
+        eprintln!("skipping {test}: no firecracker (set HEARTH_FIRECRACKER or put it on PATH)");
         return None;
     };
     if !firecracker.is_file() {
@@ -237,6 +236,7 @@ async fn jailed_vm_is_configured_up_to_instance_start() {
     let parent = format!("{}/pod-direct", env.cgroup_parent.trim_start_matches('/'));
     let cpu = Path::new("/sys/fs/cgroup/cpu");
     let cgroups = cpu.is_dir() && std::fs::create_dir_all(cpu.join(&parent)).is_ok();
+    let _cleanup = CgroupCleanup(cpu.join(env.cgroup_parent.trim_start_matches('/')));
     let backend = FirecrackerBackend::new(&env.config);
     backend.check().expect("usable with allow_pvm");
 
@@ -380,6 +380,21 @@ async fn jailed_vm_is_configured_up_to_instance_start() {
     );
     assert!(t.elapsed() < Duration::from_secs(4));
 
+    // Stop: Ctrl-Alt-Del (no guest here to take it), then SIGKILL after
+    // the timeout; the jail stays until destroy.
+    assert_eq!(backend.liveness(&handle), Liveness::Alive);
+    let t = Instant::now();
+    backend
+        .stop(&handle, Duration::from_millis(500))
+        .await
+        .expect("stop");
+    eprintln!("stop took {:?}", t.elapsed());
+    assert!(matches!(backend.liveness(&handle), Liveness::Gone(_)));
+    assert!(instance_dir.exists());
+    backend
+        .stop(&handle, Duration::from_millis(500))
+        .await
+        .expect("stop is idempotent");
     backend.destroy(&handle).await.expect("destroy");
     backend
         .destroy(&handle)
@@ -404,6 +419,24 @@ async fn jailed_vm_is_configured_up_to_instance_start() {
     );
     let leaked = before.leaked(&env.snapshot());
     assert!(leaked.is_empty(), "{leaked:#?}");
+}
+
+/// Removes a test's cgroup tree (empty dirs only) even when the test
+/// panics half-way; the asserts check the backend's own cleanup first.
+struct CgroupCleanup(PathBuf);
+
+impl Drop for CgroupCleanup {
+    fn drop(&mut self) {
+        fn rm(dir: &Path) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    rm(&e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        rm(&self.0);
+    }
 }
 
 fn alive(pid: u32) -> bool {
@@ -556,6 +589,10 @@ async fn bad_firecracker_setups_are_named() {
         "{text}"
     );
     assert!(text.contains("vCPU"), "Firecracker's own words: {text}");
+    // The CRI sees it as the pod's fault: InvalidArgument.
+    assert!(matches!(e, hearth_runtime::backend::BackendError::Refused { .. }), "{e:?}");
+    let status = hearthd::cri::status::to_status(hearth_runtime::RuntimeError::Backend(e));
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(
         vmms_under(env.path()).is_empty(),
         "{:?}",
@@ -613,6 +650,20 @@ async fn direct_vm_without_the_jailer() {
     let cfg = api.vm_config().await.unwrap();
     let d = cfg.drives.iter().find(|d| d.drive_id == "scratch").unwrap();
     assert_eq!(d.path_on_host.as_deref(), scratch.to_str());
+    // A VMM that dies ends the agent wait at once, saying so.
+    // SAFETY: kill(2) on the VMM this test started.
+    unsafe { libc::kill(info.pid as i32, libc::SIGKILL) };
+    let t = Instant::now();
+    let e = match backend.connect_agent(&handle, Duration::from_secs(5)).await {
+        Ok(_) => panic!("agent of a killed VMM answered"),
+        Err(e) => e,
+    };
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let BackendError::AgentNotReady { reason } = &e else {
+        panic!("{e:?}")
+    };
+    assert!(reason.starts_with("VMM exited"), "{reason}");
+    assert!(reason.contains("last output: "), "{reason}");
     backend.destroy(&handle).await.expect("destroy");
     assert!(!info.api_socket.exists() && !info.vsock.exists());
     assert!(!spec.run_dir.join("placeholders").exists());
@@ -623,5 +674,93 @@ async fn direct_vm_without_the_jailer() {
     );
     std::fs::remove_dir_all(env.path().join("run")).unwrap();
     let leaked = before.leaked(&env.snapshot());
+    assert!(leaked.is_empty(), "{leaked:#?}");
+}
+
+/// After a hearthd restart the VM is found from its persisted handle alone:
+/// alive, and destroyed with everything it held, including a drive
+/// bind-mounted into the jail from another filesystem and the jailer's cgroup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_backend_adopts_and_destroys_from_the_handle() {
+    let Some(fc) = prerequisites("a_restarted_backend_adopts_and_destroys_from_the_handle") else {
+        return;
+    };
+    let mut env = Env::new();
+    env.config.firecracker = fc_config(&fc, true);
+    let before = env.snapshot();
+    let parent = format!("{}/pod-restart", env.cgroup_parent.trim_start_matches('/'));
+    let cpu = Path::new("/sys/fs/cgroup/cpu");
+    let cgroups = cpu.is_dir() && std::fs::create_dir_all(cpu.join(&parent)).is_ok();
+    let _cleanup = CgroupCleanup(cpu.join(env.cgroup_parent.trim_start_matches('/')));
+    let spec = boot_spec(env.path(), 1, 128, if cgroups { &parent } else { "" });
+    let first = FirecrackerBackend::new(&env.config);
+    let mut handle = first.boot(&spec).await.expect("boot");
+    // A drive on another filesystem is bind-mounted, not hard-linked.
+    let shm = tempfile::Builder::new()
+        .prefix("hearth-fc-test")
+        .tempdir_in("/dev/shm")
+        .ok();
+    if let Some(shm) = &shm {
+        let image = shm.path().join("image.erofs");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        first
+            .attach_drive(
+                &mut handle,
+                &Drive {
+                    id: "img".into(),
+                    path: image,
+                    read_only: true,
+                },
+            )
+            .await
+            .expect("attach across filesystems");
+    }
+    let persisted = serde_json::to_string(&handle).unwrap();
+    drop(first); // hearthd exits; the VM keeps running
+
+    let second = FirecrackerBackend::new(&env.config);
+    let handle = serde_json::from_str(&persisted).unwrap();
+    let info = vm_info(&handle).unwrap();
+    let instance_dir = info.instance_dir.clone().unwrap();
+    // The first backend's FIFO drains live on in this process (a real
+    // restart ends them with the process): 2 fds. Adoption re-opens both.
+    let fifo_fds = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter(|t| t.starts_with(&instance_dir))
+            .count()
+    };
+    assert_eq!(fifo_fds(), 2);
+    assert_eq!(second.liveness(&handle), Liveness::Alive);
+    assert_eq!(fifo_fds(), 4, "log and metrics drains re-opened");
+    second
+        .destroy(&handle)
+        .await
+        .expect("destroy from the handle");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(fifo_fds(), 2, "adopted drains closed");
+    assert!(matches!(second.liveness(&handle), Liveness::Gone(_)));
+    assert!(!instance_dir.exists(), "jail left");
+    let vm_cgroup = cpu.join(&parent).join(spec.id.short());
+    assert!(!vm_cgroup.exists(), "vm cgroup left");
+    if cgroups {
+        std::fs::remove_dir(cpu.join(&parent)).unwrap();
+        let _ = std::fs::remove_dir(cpu.join(env.cgroup_parent.trim_start_matches('/')));
+    }
+    assert!(
+        vmms_under(env.path()).is_empty(),
+        "{:?}",
+        vmms_under(env.path())
+    );
+    let leaked: Vec<String> = before
+        .leaked(&env.snapshot())
+        .into_iter()
+        .filter(|l| !(l.starts_with("fd: ") && l.contains(".fifo (deleted)")))
+        .collect();
     assert!(leaked.is_empty(), "{leaked:#?}");
 }

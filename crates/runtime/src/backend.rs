@@ -112,6 +112,15 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+    /// The VMM refused the pod's configuration (e.g. a size it cannot
+    /// run); the reason is the VMM's own message.
+    #[error("{what} refused: {reason}")]
+    Refused {
+        /// What was refused.
+        what: String,
+        /// The VMM's message.
+        reason: String,
+    },
     /// The guest did not come up.
     #[error("agent not ready: {reason}")]
     AgentNotReady {

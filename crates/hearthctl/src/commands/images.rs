@@ -1,13 +1,18 @@
-//! Image commands: pull, images, inspecti, rmi, imagefsinfo.
+//! Image commands: pull (with progress from hearthd's admin service),
+//! images, images prune, inspecti, rmi, imagefsinfo.
 
-use std::io::{IsTerminal, Write};
+mod progress;
+
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
+use hearthd::admin::proto as admin;
 use k8s_cri::v1 as cri;
 use serde::Serialize;
+use tonic::Streaming;
 
 use super::for_each;
 use crate::client::{call_with, request_with, Cri};
@@ -35,9 +40,12 @@ pub struct PullArgs {
     pub pull_timeout: Duration,
 }
 
-/// `images`: list images.
+/// `images`: list images (or `images prune`).
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ListArgs {
+    #[command(subcommand)]
+    pub action: Option<ImagesAction>,
     /// Only images of this repository (or reference).
     pub repo: Option<String>,
     /// Print only image ids.
@@ -49,6 +57,13 @@ pub struct ListArgs {
     /// Show a DIGEST column.
     #[arg(long)]
     pub digests: bool,
+}
+
+/// What `images` does besides listing.
+#[derive(Subcommand, Debug)]
+pub enum ImagesAction {
+    /// Free content (blobs, erofs images) that no image uses.
+    Prune,
 }
 
 /// `inspecti`, `rmi`: images by reference or id.
@@ -96,39 +111,102 @@ pub async fn pull(cri: &Cri, args: PullArgs, output: Output) -> Result<()> {
             .transpose()?,
     };
     let timeout = args.pull_timeout.max(cri.timeout());
+    let start = Instant::now();
+    // Taken before the pull starts: progress of an older pull is not ours.
+    let since_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let mut client = cri.images();
     let call = call_with(
         "PullImage",
         timeout,
         client.pull_image(request_with(request, timeout)),
     );
-    // PullImage is one unary call: show that it is alive on a terminal.
-    let response = if std::io::stderr().is_terminal() {
-        let start = Instant::now();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tokio::pin!(call);
-        let result = loop {
-            tokio::select! {
-                result = &mut call => break result,
-                _ = tick.tick() => {
-                    eprint!("\rPulling {} ... {}s", args.image, start.elapsed().as_secs());
-                    let _ = std::io::stderr().flush();
+    if output != Output::Table {
+        return print_structured(&call.await?, output);
+    }
+    let mut admin = cri.admin();
+    let subscribe = admin.pull_progress(request_with(
+        admin::PullProgressRequest {
+            reference: args.image.clone(),
+            since_unix_ms,
+        },
+        timeout,
+    ));
+    let tty = std::io::stdout().is_terminal();
+    let mut view = progress::PullView::default();
+    let mut screen = progress::InPlace::default();
+    let mut stream: Option<Streaming<admin::PullProgressEvent>> = None;
+    let mut subscribed = false;
+    let mut redraw = tokio::time::interval(Duration::from_millis(100));
+    tokio::pin!(call, subscribe);
+    let result = loop {
+        tokio::select! {
+            result = &mut call => break result,
+            s = &mut subscribe, if !subscribed => {
+                subscribed = true;
+                // An older hearthd has no admin service: no bars then.
+                stream = s.ok().map(|r| r.into_inner());
+            }
+            event = next_event(&mut stream) => match event {
+                Some(e) => view.apply(e),
+                None => stream = None,
+            },
+            _ = redraw.tick(), if tty => write_out(&screen.frame(&view.lines()))?,
+        }
+    };
+    // The subscription and the last events may trail the answer (a present
+    // image answers in milliseconds): wait a little for the end.
+    if result.is_ok() && !view.ended() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            if !subscribed {
+                stream = (&mut subscribe).await.ok().map(|r| r.into_inner());
+            }
+            while let Some(s) = stream.as_mut() {
+                match s.message().await {
+                    Ok(Some(e)) => view.apply(e),
+                    _ => break,
+                }
+                if view.ended() {
+                    break;
                 }
             }
-        };
-        eprint!("\r\x1b[2K");
-        result?
-    } else {
-        call.await?
-    };
-    match output {
-        Output::Table => write_out(&format!("Image is up to date for {}\n", response.image_ref))?,
-        _ => print_structured(&response, output)?,
+        })
+        .await;
     }
+    if tty {
+        write_out(&screen.frame(&view.lines()))?;
+    } else if result.is_ok() {
+        let mut text = String::new();
+        for line in view.lines() {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        write_out(&text)?;
+    }
+    let response = result?;
+    write_out(&format!(
+        "{}\n",
+        view.summary(&args.image, &response.image_ref, start.elapsed())
+    ))?;
     Ok(())
 }
 
+/// The next progress event; `None` when there is no stream or it ended
+/// (or broke: progress is a nicety, the pull's own answer decides).
+async fn next_event(
+    stream: &mut Option<Streaming<admin::PullProgressEvent>>,
+) -> Option<admin::PullProgressEvent> {
+    match stream {
+        Some(s) => s.message().await.ok().flatten(),
+        None => std::future::pending().await,
+    }
+}
+
 pub async fn list(cri: &Cri, args: ListArgs, output: Output) -> Result<()> {
+    if let Some(ImagesAction::Prune) = args.action {
+        return prune(cri, output).await;
+    }
     let request = cri::ListImagesRequest {
         filter: args
             .repo
@@ -148,6 +226,51 @@ pub async fn list(cri: &Cri, args: ListArgs, output: Output) -> Result<()> {
         return print_structured(&response, output);
     }
     write_out(&images_table(&response.images, args.no_trunc, args.digests))?;
+    Ok(())
+}
+
+/// What `images prune` freed, for `-o json|yaml`.
+#[derive(Serialize, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Pruned {
+    pub blobs_removed: u64,
+    pub erofs_removed: u64,
+    pub bytes_freed: u64,
+}
+
+impl Pruned {
+    /// One line for people.
+    pub fn line(&self) -> String {
+        format!(
+            "Removed {} blob{} and {} erofs image{}, freed {}\n",
+            self.blobs_removed,
+            if self.blobs_removed == 1 { "" } else { "s" },
+            self.erofs_removed,
+            if self.erofs_removed == 1 { "" } else { "s" },
+            human_size(self.bytes_freed)
+        )
+    }
+}
+
+pub async fn prune(cri: &Cri, output: Output) -> Result<()> {
+    // Prune waits for pulls in flight: give it the pull's patience.
+    let timeout = cri.timeout().max(Duration::from_secs(60));
+    let r = call_with(
+        "PruneImages",
+        timeout,
+        cri.admin()
+            .prune_images(request_with(admin::PruneImagesRequest {}, timeout)),
+    )
+    .await?;
+    let pruned = Pruned {
+        blobs_removed: r.blobs_removed,
+        erofs_removed: r.erofs_removed,
+        bytes_freed: r.bytes_freed,
+    };
+    match output {
+        Output::Table => write_out(&pruned.line())?,
+        _ => print_structured(&pruned, output)?,
+    }
     Ok(())
 }
 
@@ -367,6 +490,34 @@ mod tests {
         let with_digests = images_table(&images, false, true);
         assert!(with_digests.lines().next().unwrap().contains("DIGEST"));
         assert!(with_digests.contains("5acba83a746c7"));
+    }
+
+    #[test]
+    fn images_prune_is_a_subcommand_and_a_repo_still_filters() {
+        use clap::Parser;
+        #[derive(Parser, Debug)]
+        struct Cli {
+            #[command(flatten)]
+            images: ListArgs,
+        }
+        let cli = Cli::try_parse_from(["images", "prune"]).unwrap();
+        assert!(matches!(cli.images.action, Some(ImagesAction::Prune)));
+        let cli = Cli::try_parse_from(["images", "-q", "busybox"]).unwrap();
+        assert!(cli.images.action.is_none() && cli.images.quiet);
+        assert_eq!(cli.images.repo.as_deref(), Some("busybox"));
+    }
+
+    #[test]
+    fn prune_line_says_what_was_freed() {
+        let p = Pruned {
+            blobs_removed: 3,
+            erofs_removed: 1,
+            bytes_freed: 12_300_000,
+        };
+        assert_eq!(
+            p.line(),
+            "Removed 3 blobs and 1 erofs image, freed 12.3MB\n"
+        );
     }
 
     #[test]

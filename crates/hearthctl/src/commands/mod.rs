@@ -1,6 +1,7 @@
 //! One module per group of commands; helpers they share live here.
 
 pub mod containers;
+pub mod guest;
 pub mod images;
 pub mod info;
 pub mod logs;

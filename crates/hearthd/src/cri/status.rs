@@ -9,7 +9,8 @@ use tonic::{Code, Status};
 /// Converts a core error to a status.
 pub fn to_status(e: RuntimeError) -> Status {
     let code = match &e {
-        RuntimeError::NotFound(_) => Code::NotFound,
+        RuntimeError::NotFound(_) | RuntimeError::ImageNotFound(_) => Code::NotFound,
+        RuntimeError::ContainerNameInUse { .. } => Code::AlreadyExists,
         RuntimeError::InvalidArgument(_)
         | RuntimeError::Sizing(_)
         | RuntimeError::Cgroup(hearth_runtime::cgroup::CgroupError::BadParent(_))
@@ -19,6 +20,7 @@ pub fn to_status(e: RuntimeError) -> Status {
             Code::FailedPrecondition
         }
         RuntimeError::Backend(BackendError::Unavailable { .. }) => Code::FailedPrecondition,
+        RuntimeError::Backend(BackendError::Refused { .. }) => Code::InvalidArgument,
         RuntimeError::Unimplemented(_) => Code::Unimplemented,
         RuntimeError::Backend(BackendError::AgentNotReady { .. }) => Code::DeadlineExceeded,
         _ => Code::Internal,

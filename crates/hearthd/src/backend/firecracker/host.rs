@@ -14,7 +14,12 @@ fn uids_in_use() -> HashSet<u32> {
     std::fs::read_dir("/proc")
         .map(|d| {
             d.flatten()
-                .filter(|e| e.file_name().as_encoded_bytes().iter().all(u8::is_ascii_digit))
+                .filter(|e| {
+                    e.file_name()
+                        .as_encoded_bytes()
+                        .iter()
+                        .all(u8::is_ascii_digit)
+                })
                 .filter_map(|e| e.metadata().ok().map(|m| m.uid()))
                 .collect()
         })
@@ -170,7 +175,10 @@ mod tests {
         std::fs::write(&src, b"x").unwrap();
         let dst = link_into(&root, &src, Path::new("/d/a.img"), false, 0, 0).unwrap();
         assert_eq!(dst, root.join("d/a.img"));
-        assert_eq!(std::fs::metadata(&dst).unwrap().ino(), std::fs::metadata(&src).unwrap().ino());
+        assert_eq!(
+            std::fs::metadata(&dst).unwrap().ino(),
+            std::fs::metadata(&src).unwrap().ino()
+        );
         // Linking again over an existing link replaces it.
         link_into(&root, &src, Path::new("/d/a.img"), false, 0, 0).unwrap();
         unlink_or_unmount(&dst).unwrap();
