@@ -32,9 +32,8 @@ async fn crictl_requests_work_unchanged() {
 
     let v: serde_json::Value = serde_json::from_str(CRICTL_POD_JSON).unwrap();
     let m = &v["metadata"];
-    // crictl: runp → RunPodSandbox{config, runtime_handler: ""} (no
-    // hostname: crictl leaves it empty unless the file sets it, so the
-    // sample carries one as the kubelet always does).
+    // crictl: runp → RunPodSandbox{config, runtime_handler: ""}, with no
+    // hostname (crictl's example sets none; the kubelet always does).
     let config = cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
             name: m["name"].as_str().unwrap().into(),
@@ -42,7 +41,6 @@ async fn crictl_requests_work_unchanged() {
             namespace: m["namespace"].as_str().unwrap().into(),
             attempt: m["attempt"].as_u64().unwrap() as u32,
         }),
-        hostname: "nginx".into(),
         log_directory: v["log_directory"].as_str().unwrap().into(),
         linux: Some(cri::LinuxPodSandboxConfig {
             cgroup_parent: format!("{}/crictl", env.cgroup_parent),
@@ -93,6 +91,10 @@ async fn crictl_requests_work_unchanged() {
         info["vm"]["memorySource"],
         "default_memory_mib + guest_overhead_mib"
     );
+    // No hostname sent: the pod name is used.
+    let pid = info["backendState"]["agent_pid"].as_u64().unwrap();
+    let hostname = std::fs::read_to_string(format!("/proc/{pid}/root/etc/hostname")).unwrap();
+    assert_eq!(hostname.trim(), "nginx-sandbox");
     // crictl stopp / rmp by prefix.
     c.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: id[..13].into(),

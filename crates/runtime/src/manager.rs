@@ -249,8 +249,12 @@ impl SandboxManager {
     /// RunPodSandbox: validates, sizes, creates the netns, the scratch disk
     /// and the guest, and sets the pod up through its agent. On any error
     /// every step taken is undone.
-    pub async fn run(&self, config: SandboxConfig, handler: &str) -> Result<Id, RuntimeError> {
+    pub async fn run(&self, mut config: SandboxConfig, handler: &str) -> Result<Id, RuntimeError> {
         validate(&config)?;
+        if config.hostname.is_empty() && !config.host_network() {
+            // The kubelet always sends one; crictl's own example does not.
+            config.hostname = default_hostname(&config.metadata.name);
+        }
         let (handler, backend) = self.backend_for(handler)?;
         if config.host_network() && !backend.supports_host_network() {
             return Err(RuntimeError::FailedPrecondition(format!(
@@ -653,6 +657,57 @@ impl SandboxManager {
         out
     }
 
+    /// Where persistent state lives (the container records go under it).
+    pub fn root(&self) -> &Path {
+        &self.cfg.root
+    }
+
+    /// Gives a READY sandbox's guest a drive (the containers' images); the
+    /// backend's handle, which records it, is persisted.
+    pub async fn attach_drive(
+        &self,
+        id: &Id,
+        drive: &Drive,
+    ) -> Result<DeviceLocator, RuntimeError> {
+        let entry = self.entry(id).ok_or_else(|| not_found(id))?;
+        let _op = entry.op.lock().await;
+        let mut record = entry.view.lock().expect("view lock").clone();
+        if record.state != SandboxState::Ready {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                record.id
+            )));
+        }
+        let backend = self.backends.get(&record.backend).cloned().ok_or_else(|| {
+            RuntimeError::FailedPrecondition(format!("backend {} missing", record.backend))
+        })?;
+        let handle = record.backend_handle.as_mut().ok_or_else(|| {
+            RuntimeError::FailedPrecondition("sandbox has no backend handle".into())
+        })?;
+        let res = backend.attach_drive(handle, drive).await;
+        self.persist(&entry, &record)?;
+        Ok(res?)
+    }
+
+    /// Takes a drive away from a sandbox's guest (it has unmounted it).
+    /// Missing drives and sandboxes are fine.
+    pub async fn detach_drive(&self, id: &Id, drive_id: &str) -> Result<(), RuntimeError> {
+        let Some(entry) = self.entry(id) else {
+            return Ok(());
+        };
+        let _op = entry.op.lock().await;
+        let mut record = entry.view.lock().expect("view lock").clone();
+        let Some(backend) = self.backends.get(&record.backend).cloned() else {
+            return Ok(());
+        };
+        let Some(handle) = record.backend_handle.as_mut() else {
+            return Ok(());
+        };
+        let res = backend.detach_drive(handle, drive_id).await;
+        self.persist(&entry, &record)?;
+        Ok(res?)
+    }
+
     /// An agent client for a READY sandbox (connecting if needed).
     pub async fn agent(&self, id: &Id) -> Result<AgentClient, RuntimeError> {
         let entry = self.entry(id).ok_or_else(|| {
@@ -686,6 +741,18 @@ impl SandboxManager {
     }
 }
 
+fn not_found(id: &Id) -> RuntimeError {
+    RuntimeError::NotFound(id::IdError::NotFound {
+        kind: "pod sandbox",
+        prefix: id.to_string(),
+    })
+}
+
+/// The protocol's form of a device locator.
+pub fn locator_proto(l: &DeviceLocator) -> proto::DeviceLocator {
+    locator_to_proto(l)
+}
+
 fn validate(config: &SandboxConfig) -> Result<(), RuntimeError> {
     let m = &config.metadata;
     for (field, value) in [
@@ -698,11 +765,6 @@ fn validate(config: &SandboxConfig) -> Result<(), RuntimeError> {
                 "{field} must not be empty"
             )));
         }
-    }
-    if config.hostname.is_empty() && !config.host_network() {
-        return Err(RuntimeError::InvalidArgument(
-            "hostname must not be empty unless the pod uses the host network".into(),
-        ));
     }
     for (i, p) in config.port_mappings.iter().enumerate() {
         if !(1..=65535).contains(&p.container_port) || !(0..=65535).contains(&p.host_port) {
@@ -725,6 +787,21 @@ fn validate(config: &SandboxConfig) -> Result<(), RuntimeError> {
         )));
     }
     Ok(())
+}
+
+/// A valid hostname from a pod name: at most 63 characters of `[a-z0-9-]`.
+fn default_hostname(pod: &str) -> String {
+    let h: String = pod
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(63)
+        .collect();
+    let h = h.trim_matches('-');
+    if h.is_empty() {
+        "pod".to_owned()
+    } else {
+        h.to_owned()
+    }
 }
 
 fn locator_to_proto(l: &DeviceLocator) -> proto::DeviceLocator {
