@@ -44,12 +44,11 @@ fn prerequisites(test: &str) -> Option<Fc> {
     if hearth_test_support::skip_unless_root(test) {
         return None;
     }
-    let firecracker = env_path("HEARTH_FIRECRACKER")
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH")?)
-                .map(|d| d.join("firecracker"))
-                .find(|p| p.is_file())
-        });
+    let firecracker = env_path("HEARTH_FIRECRACKER").or_else(|| {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|d| d.join("firecracker"))
+            .find(|p| p.is_file())
+    });
     let Some(firecracker) = firecracker else {
         eprintln!("skipping {test}: no firecracker (set HEARTH_FIRECRACKER or put it on PATH)");
         return None;
@@ -590,7 +589,10 @@ async fn bad_firecracker_setups_are_named() {
     );
     assert!(text.contains("vCPU"), "Firecracker's own words: {text}");
     // The CRI sees it as the pod's fault: InvalidArgument.
-    assert!(matches!(e, hearth_runtime::backend::BackendError::Refused { .. }), "{e:?}");
+    assert!(
+        matches!(e, hearth_runtime::backend::BackendError::Refused { .. }),
+        "{e:?}"
+    );
     let status = hearthd::cri::status::to_status(hearth_runtime::RuntimeError::Backend(e));
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(
