@@ -28,3 +28,27 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# QEMU for the qemu backend: the image ships qemu-utils 10 from
+# bookworm-backports, which conflicts with bookworm's qemu-system-x86 7.2,
+# so QEMU comes from the same suite of the machine's own Debian archive.
+if ! command -v qemu-system-x86_64 >/dev/null; then
+    if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+        [ -n "$uri" ] || uri=$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+        [ -n "$uri" ] || { echo "install-deps: no Debian archive configured for bookworm-backports" >&2; exit 1; }
+        printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+            "$uri" > /etc/apt/sources.list.d/hearth-bookworm-backports.sources
+    fi
+    echo "install-deps: installing qemu-system-x86 from bookworm-backports" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
+fi
+
+# vhost-device-vsock (rust-vmm) gives QEMU guests the hybrid-vsock channel.
+if ! command -v vhost-device-vsock >/dev/null && [ ! -x "$HOME/.cargo/bin/vhost-device-vsock" ]; then
+    echo "install-deps: cargo install vhost-device-vsock (a few minutes)" >&2
+    cargo install --quiet --locked vhost-device-vsock --version 0.3.0
+fi
+

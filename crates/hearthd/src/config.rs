@@ -133,7 +133,7 @@ pub struct CgroupConfig {
 
 impl Default for Config {
     fn default() -> Self {
-        let handlers = ["firecracker", "namespaces"]
+        let handlers = ["firecracker", "namespaces", "qemu"]
             .into_iter()
             .map(|h| {
                 (

@@ -155,6 +155,7 @@ fn boot_spec(dir: &Path, vcpus: u32, memory_mib: u64, cgroup_parent: &str) -> Bo
             procs_files: Vec::new(),
         },
         run_dir,
+        scratch: None,
     }
 }
 

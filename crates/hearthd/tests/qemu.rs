@@ -48,7 +48,10 @@ fn prerequisites(test: &str) -> Result<GuestBundle, ()> {
         return skip("qemu-system-x86_64 not in PATH (apt-get install -t bookworm-backports qemu-system-x86)".into());
     }
     if !defaults.firmware.is_file() {
-        return skip(format!("{} missing (qemu-system-data)", defaults.firmware.display()));
+        return skip(format!(
+            "{} missing (qemu-system-data)",
+            defaults.firmware.display()
+        ));
     }
     if find_program("vhost-device-vsock").is_none() {
         return skip("vhost-device-vsock not in PATH (cargo install vhost-device-vsock)".into());
@@ -110,7 +113,12 @@ fn request(name: &str, env: &Env) -> cri::RunPodSandboxRequest {
 }
 
 fn pid_of(info: &serde_json::Value, which: &str) -> u32 {
-    info["backendState"][which]["pid"].as_u64().unwrap() as u32
+    let state = if info.get("backendState").is_some() {
+        &info["backendState"]
+    } else {
+        info
+    };
+    state[which]["pid"].as_u64().unwrap() as u32
 }
 
 fn running(pid: u32) -> bool {
@@ -128,7 +136,10 @@ async fn wait_gone(pid: u32, within: Duration) -> bool {
     !running(pid)
 }
 
-async fn remove(c: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>, id: &str) {
+async fn remove(
+    c: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    id: &str,
+) {
     c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: id.into(),
     })
@@ -169,6 +180,13 @@ async fn qemu_pod_boots_a_real_guest_with_the_agent_as_pid_1_and_leaves_nothing(
     let qemu = pid_of(&info, "qemu");
     let vsock = pid_of(&info, "vsock");
     assert!(running(qemu) && running(vsock));
+    // Both run in the pod's cgroup; QEMU in the pod's network namespace.
+    for pid in [qemu, vsock] {
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(cg.contains("/pod-vm"), "{pid}: {cg}");
+    }
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_ne!(ns(&qemu.to_string()), ns("self"));
 
     // The agent is PID 1 of a real guest kernel.
     let socket = PathBuf::from(info["backendState"]["agent_socket"].as_str().unwrap());
@@ -197,10 +215,19 @@ async fn qemu_pod_boots_a_real_guest_with_the_agent_as_pid_1_and_leaves_nothing(
     .await
     .unwrap();
     eprintln!("{test}: StopPodSandbox in {:?}", t1.elapsed());
-    assert!(wait_gone(qemu, Duration::from_secs(5)).await, "QEMU still runs");
-    assert!(wait_gone(vsock, Duration::from_secs(5)).await, "vhost-device-vsock still runs");
+    assert!(
+        wait_gone(qemu, Duration::from_secs(5)).await,
+        "QEMU still runs"
+    );
+    assert!(
+        wait_gone(vsock, Duration::from_secs(5)).await,
+        "vhost-device-vsock still runs"
+    );
     let console = std::fs::read_to_string(&serial).unwrap();
-    assert!(console.contains("rebooting"), "the guest did not end by itself: {console}");
+    assert!(
+        console.contains("rebooting"),
+        "the guest did not end by itself: {console}"
+    );
     let (state, _) = common::info(&mut c, &id).await;
     assert_eq!(state, NOTREADY);
 
@@ -208,7 +235,11 @@ async fn qemu_pod_boots_a_real_guest_with_the_agent_as_pid_1_and_leaves_nothing(
     daemon.shutdown().await;
     let after = env.snapshot();
     assert_eq!(before.leaked(&after), Vec::<String>::new());
-    assert!(env.leftover_cgroups().is_empty(), "{:?}", env.leftover_cgroups());
+    assert!(
+        env.leftover_cgroups().is_empty(),
+        "{:?}",
+        env.leftover_cgroups()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +252,10 @@ async fn qemu_or_vsock_daemon_dying_makes_the_pod_notready_with_the_reason() {
     let before = env.snapshot();
     let daemon = Daemon::start(&env).await;
     let mut c = daemon.client.clone();
-    for (victim, name, reason) in [("qemu", "killq", "QEMU"), ("vsock", "killv", "vhost-device-vsock")] {
+    for (victim, name, reason) in [
+        ("qemu", "killq", "QEMU"),
+        ("vsock", "killv", "vhost-device-vsock"),
+    ] {
         let id = c
             .run_pod_sandbox(request(name, &env))
             .await
@@ -272,4 +306,200 @@ async fn guest_panic_and_hung_boot_fail_run_with_the_reason_and_leave_nothing() 
     assert!(err.message().contains("within"), "{err:?}");
     daemon.shutdown().await;
     assert_eq!(before.leaked(&env.snapshot()), Vec::<String>::new());
+}
+
+/// Kills a VM's processes if the test panics before its own clean-up.
+struct KillOnDrop(Vec<u32>);
+
+impl KillOnDrop {
+    fn new(handle: &hearth_runtime::backend::BackendHandle) -> KillOnDrop {
+        KillOnDrop(vec![pid_of(&handle.0, "qemu"), pid_of(&handle.0, "vsock")])
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if running(*pid) {
+                // SAFETY: kill of a pid this test started (checked running).
+                unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// A bare boot spec: 1 vCPU, 256 MiB, host network, no cgroup.
+fn bench_spec(dir: &Path, name: &str) -> hearth_runtime::backend::BootSpec {
+    let run_dir = dir.join(name);
+    std::fs::create_dir_all(&run_dir).unwrap();
+    hearth_runtime::backend::BootSpec {
+        id: hearth_runtime::id::Id::generate(),
+        size: hearth_runtime::sizing::VmSize {
+            vcpus: 1,
+            memory_mib: 256,
+            vcpus_source: "test".into(),
+            memory_source: "test".into(),
+            clamped: vec![],
+        },
+        netns: None,
+        cgroup: Default::default(),
+        run_dir,
+        scratch: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drives_are_hot_plugged_mounted_and_unplugged() {
+    use hearth_agent_proto::v1 as proto;
+    use hearth_runtime::backend::{DeviceLocator, Drive, SandboxBackend};
+    let test = "qemu_hotplug";
+    let Ok(bundle) = prerequisites(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("extra.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let mkfs = std::process::Command::new("mkfs.ext4")
+        .arg("-q")
+        .arg(&image)
+        .status();
+    if !mkfs.is_ok_and(|s| s.success()) {
+        eprintln!("{test}: skipped: mkfs.ext4 failed or is missing (e2fsprogs)");
+        return;
+    }
+    let config = hearthd::backend::qemu::QemuConfig {
+        kernel: bundle.kernel.clone(),
+        initramfs: bundle.initramfs.clone(),
+        ..Default::default()
+    };
+    let backend = hearthd::backend::qemu::QemuBackend::new(config, dir.path().join("root"));
+    let spec = bench_spec(dir.path(), "vm");
+    let mut handle = backend.boot(&spec).await.unwrap();
+    let _guard = KillOnDrop::new(&handle);
+    let agent = backend
+        .connect_agent(&handle, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let drive = Drive {
+        id: "extra".into(),
+        path: image.clone(),
+        read_only: false,
+    };
+    let t = Instant::now();
+    let locator = backend.attach_drive(&mut handle, &drive).await.unwrap();
+    eprintln!("{test}: hot-plug to DRIVER_OK in {:?}", t.elapsed());
+    let DeviceLocator::Serial(serial) = locator else {
+        panic!("{locator:?}");
+    };
+    assert_eq!(serial, "hearth-hp0");
+    agent
+        .mount_drive(proto::MountDriveRequest {
+            device: Some(proto::DeviceLocator {
+                by: Some(proto::device_locator::By::Serial(serial)),
+            }),
+            mountpoint: "/mnt/extra".into(),
+            fstype: "ext4".into(),
+            read_only: false,
+            options: String::new(),
+        })
+        .await
+        .unwrap();
+    agent
+        .unmount_drive(proto::UnmountDriveRequest {
+            mountpoint: "/mnt/extra".into(),
+        })
+        .await
+        .unwrap();
+    backend.detach_drive(&mut handle, "extra").await.unwrap();
+    assert_eq!(handle.0["hotplugged"], serde_json::json!({}));
+    // The slot is free again.
+    backend.attach_drive(&mut handle, &drive).await.unwrap();
+    assert_eq!(handle.0["hotplugged"]["extra"]["slot"], 0);
+
+    let qemu = pid_of(&handle.0, "qemu");
+    let _ = agent.shutdown().await;
+    backend
+        .stop(&handle, Duration::from_secs(10))
+        .await
+        .unwrap();
+    backend.destroy(&handle).await.unwrap();
+    assert!(!running(qemu));
+}
+
+/// Not a test: boot-to-agent-ready and host memory per VM, printed.
+/// `cargo test -p hearthd --test qemu -- --ignored --nocapture bench`
+/// (`HEARTH_QEMU_BENCH_BOOTS`, default 20). The backend is driven directly
+/// (no CNI, no scratch disk), so this is the VM's own cost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run explicitly"]
+async fn bench_boot_to_agent_ready() {
+    use hearth_runtime::backend::SandboxBackend;
+    let test = "bench_boot_to_agent_ready";
+    let Ok(bundle) = prerequisites(test) else {
+        return;
+    };
+    let boots: usize = std::env::var("HEARTH_QEMU_BENCH_BOOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let config = hearthd::backend::qemu::QemuConfig {
+        kernel: bundle.kernel.clone(),
+        initramfs: bundle.initramfs.clone(),
+        ..Default::default()
+    };
+    let backend = hearthd::backend::qemu::QemuBackend::new(config, dir.path().join("root"));
+    let mut ready = Vec::new();
+    let mut rss = Vec::new();
+    let mut accel = String::new();
+    let mut failures = 0;
+    for i in 0..boots {
+        let spec = bench_spec(dir.path(), &format!("r{i}"));
+        let t = Instant::now();
+        let handle = backend.boot(&spec).await.unwrap();
+        let _guard = KillOnDrop::new(&handle);
+        let agent = match backend
+            .connect_agent(&handle, Duration::from_secs(60))
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                failures += 1;
+                let log = std::fs::read_to_string(spec.run_dir.join("vsock.log"));
+                eprintln!("{test}: boot {i} failed: {e:?}; vsock.log: {log:?}");
+                backend.destroy(&handle).await.unwrap();
+                continue;
+            }
+        };
+        ready.push(t.elapsed());
+        eprintln!("{test}: boot {i}: {:?}", t.elapsed());
+        accel = handle.0["accel"].as_str().unwrap_or_default().to_owned();
+        let kib = |which: &str| {
+            let pid = handle.0[which]["pid"].as_u64().unwrap() as u32;
+            hearth_qemu::spawn::rss_kib(pid).unwrap_or(0)
+        };
+        rss.push((kib("qemu"), kib("vsock")));
+        let _ = agent.shutdown().await;
+        backend
+            .stop(&handle, Duration::from_secs(10))
+            .await
+            .unwrap();
+        backend.destroy(&handle).await.unwrap();
+    }
+    ready.sort();
+    let pct = |p: f64| ready[((ready.len() as f64 * p).ceil() as usize).clamp(1, ready.len()) - 1];
+    let mean_rss = |f: fn(&(u64, u64)) -> u64| rss.iter().map(f).sum::<u64>() / rss.len() as u64;
+    eprintln!(
+        "{test}: {} boots, {failures} failed ({accel}, 1 vCPU, 256 MiB): boot→agent ready median {:?}, p95 {:?}, min {:?}, max {:?}; RSS at ready: QEMU {} KiB, vhost-device-vsock {} KiB (mean)",
+        ready.len(),
+        pct(0.5),
+        pct(0.95),
+        ready[0],
+        ready[ready.len() - 1],
+        mean_rss(|r| r.0),
+        mean_rss(|r| r.1),
+    );
 }

@@ -44,6 +44,10 @@ pub struct BootSpec {
     /// A directory for the sandbox's runtime files (sockets, jail, logs),
     /// created by the core and removed by it after `destroy`.
     pub run_dir: PathBuf,
+    /// The pod's scratch disk (made before `boot`), for backends that must
+    /// attach it at boot. The core still calls `attach_drive("scratch")`
+    /// after the agent answers, to learn how the guest sees it.
+    pub scratch: Option<PathBuf>,
 }
 
 /// A block device to give the guest.

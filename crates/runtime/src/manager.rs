@@ -397,6 +397,7 @@ impl SandboxManager {
             netns: record.netns.clone(),
             cgroup,
             run_dir,
+            scratch: record.scratch.clone(),
         };
         let handle = backend.boot(&spec).await?;
         record.backend_handle = Some(handle);
@@ -793,7 +794,13 @@ fn validate(config: &SandboxConfig) -> Result<(), RuntimeError> {
 fn default_hostname(pod: &str) -> String {
     let h: String = pod
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(63)
         .collect();
     let h = h.trim_matches('-');
