@@ -10,6 +10,8 @@ echo "== building hearthd and hearthctl"
 cargo build --quiet --release -p hearthd -p hearthctl
 agent="$(bash scripts/build-agent.sh)"
 bin=target/release
+echo "== building the guest bundle (Debian's cloud kernel + an initramfs with the agent)"
+"$bin/hearthctl" guest build --work-dir /var/lib/hearth/guest --agent "$agent"
 
 demo=$(mktemp -d /tmp/hearth-demo.XXXXXX)
 cat > "$demo/config.toml" <<TOML
@@ -25,6 +27,8 @@ cni_conf_dir = "$demo/cni"
 cni_bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
 [scratch]
 size_mib = 1024
+[timeouts]
+boot_ms = 60000
 TOML
 # The demo pod's network: a bridge with host-local addresses.
 mkdir -p "$demo/cni"
@@ -49,8 +53,16 @@ for _ in $(seq 100); do [ -S "$HEARTH_ADDRESS" ] && break; sleep 0.1; done
 ctl() { echo "\$ hearthctl $*"; "$bin/hearthctl" "$@"; }
 ctl version
 ctl info
-pod=$("$bin/hearthctl" runp examples/pod.yaml)
-echo "\$ hearthctl runp examples/pod.yaml"
+# The demo pod runs in a real VM where one can boot (the qemu handler:
+# KVM, or TCG software emulation, slower), else in namespaces.
+handler=qemu
+echo "\$ hearthctl --timeout 90s runp examples/pod.yaml --runtime qemu"
+if ! pod=$("$bin/hearthctl" --timeout 90s runp examples/pod.yaml --runtime qemu); then
+    echo "(the qemu handler cannot run here; the demo uses the namespaces handler)"
+    handler=namespaces
+    echo "\$ hearthctl runp examples/pod.yaml --runtime namespaces"
+    pod=$("$bin/hearthctl" runp examples/pod.yaml --runtime namespaces)
+fi
 echo "$pod"
 ctl pods
 ctl inspectp "${pod:0:12}"
@@ -58,4 +70,4 @@ ctl stopp "${pod:0:12}"
 ctl pods
 ctl rmp "${pod:0:12}"
 ctl pods
-echo "demo done; hearthd's log is $demo/hearthd.log"
+echo "demo done (handler $handler); hearthd's log is $demo/hearthd.log"

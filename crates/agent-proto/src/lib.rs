@@ -21,3 +21,9 @@ pub const AGENT_PORT: u32 = 1024;
 
 /// Largest gRPC message either side accepts (bounded before allocation).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest chunk of bytes in a streamed message (logs, exec output).
+pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Largest output per stream ExecSync returns (the CRI's cap).
+pub const MAX_EXEC_OUTPUT_BYTES: u64 = 16 * 1024 * 1024;

@@ -12,11 +12,13 @@
 //! - [`sandbox`]: hostname, /etc files, sysctls (`SetupSandbox`).
 //! - [`drives`]: block devices (`MountDrive`, `UnmountDrive`).
 //! - [`reaper`]: reaps every child; exit statuses for watched pids.
+//! - [`container`]: containers (rootfs overlay, namespaces, exec, logs).
 //!
 //! The binary (`main.rs`) only calls [`main`].
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod container;
 pub mod drives;
 pub mod handshake;
 pub mod init;
@@ -47,6 +49,8 @@ pub fn init_logging() {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // The agent re-executes itself as a container's init or exec helper.
+    container::helper::run_if_helper();
     let is_pid1 = std::process::id() == 1;
     let command = match cli::parse(std::env::args_os().skip(1).collect(), is_pid1) {
         Ok(c) => c,

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use hearth_agent_proto::v1;
 use hearth_agent_proto::v1::agent_server::{Agent, AgentServer};
 use hearth_agent_proto::v1::{
     HealthRequest, HealthResponse, HelloRequest, HelloResponse, MountDriveRequest,
@@ -21,6 +22,7 @@ use nix::errno::Errno;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+use crate::container::{ContainerError, Containers};
 use crate::drives::{DriveError, Drives};
 use crate::listen::Conn;
 use crate::reaper::Reaper;
@@ -55,6 +57,7 @@ pub struct AgentService {
     // Held for the container runtime (it starts processes through it).
     #[allow(dead_code)]
     reaper: Reaper,
+    containers: Arc<Containers>,
 }
 
 impl AgentService {
@@ -71,6 +74,10 @@ impl AgentService {
             drives,
             sandbox_paths: sandbox::Paths::default(),
             shutdown,
+            containers: Arc::new(Containers::new(
+                reaper.clone(),
+                crate::container::Paths::default(),
+            )),
             reaper,
         }
     }
@@ -157,6 +164,101 @@ impl Agent for AgentService {
         // The lifecycle waits for this reply to be sent before acting.
         self.shutdown.send_replace(true);
         Ok(Response::new(ShutdownResponse {}))
+    }
+
+    async fn create_container(
+        &self,
+        req: Request<v1::CreateContainerRequest>,
+    ) -> Result<Response<v1::CreateContainerResponse>, Status> {
+        let req = req.into_inner();
+        let containers = self.containers.clone();
+        blocking(move || containers.create(req).map_err(container_status)).await?;
+        Ok(Response::new(v1::CreateContainerResponse {}))
+    }
+
+    async fn start_container(
+        &self,
+        req: Request<v1::StartContainerRequest>,
+    ) -> Result<Response<v1::StartContainerResponse>, Status> {
+        let id = req.into_inner().container_id;
+        let (pid, started) = self.containers.start(&id).await.map_err(container_status)?;
+        Ok(Response::new(v1::StartContainerResponse {
+            pid: pid as u32,
+            started_at_ns: started,
+        }))
+    }
+
+    async fn signal_container(
+        &self,
+        req: Request<v1::SignalContainerRequest>,
+    ) -> Result<Response<v1::SignalContainerResponse>, Status> {
+        let req = req.into_inner();
+        self.containers
+            .signal(&req.container_id, req.signal)
+            .map_err(container_status)?;
+        Ok(Response::new(v1::SignalContainerResponse {}))
+    }
+
+    async fn wait_container(
+        &self,
+        req: Request<v1::WaitContainerRequest>,
+    ) -> Result<Response<v1::WaitContainerResponse>, Status> {
+        let req = req.into_inner();
+        let timeout = std::time::Duration::from_millis(u64::from(req.timeout_ms));
+        let r = self
+            .containers
+            .wait(&req.container_id, timeout)
+            .await
+            .map_err(container_status)?;
+        Ok(Response::new(r))
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<v1::RemoveContainerRequest>,
+    ) -> Result<Response<v1::RemoveContainerResponse>, Status> {
+        let id = req.into_inner().container_id;
+        self.containers
+            .remove(&id)
+            .await
+            .map_err(container_status)?;
+        Ok(Response::new(v1::RemoveContainerResponse {}))
+    }
+
+    async fn exec_sync(
+        &self,
+        req: Request<v1::ExecSyncRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<v1::ExecSyncChunk>>, Status> {
+        let out = self
+            .containers
+            .exec_sync(req.into_inner())
+            .await
+            .map_err(container_status)?;
+        let chunks: Vec<Result<v1::ExecSyncChunk, Status>> =
+            out.into_chunks().into_iter().map(Ok).collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn container_logs(
+        &self,
+        req: Request<v1::ContainerLogsRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<v1::LogChunk>>, Status> {
+        let id = req.into_inner().container_id;
+        let c = self.containers.get(&id).map_err(container_status)?;
+        Ok(Response::new(c.logs().stream()))
+    }
+}
+
+fn container_status(err: ContainerError) -> Status {
+    let msg = chain(&err);
+    match err {
+        ContainerError::Invalid { .. } => Status::invalid_argument(msg),
+        ContainerError::NotFound(_) => Status::not_found(msg),
+        ContainerError::Exists(_) => Status::already_exists(msg),
+        ContainerError::State { .. } | ContainerError::Start { .. } => {
+            Status::failed_precondition(msg)
+        }
+        ContainerError::Io { .. } => Status::internal(msg),
     }
 }
 

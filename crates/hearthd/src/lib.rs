@@ -6,9 +6,12 @@
 //! - [`cri`]: the CRI front end (convert, status mapping, services).
 //! - [`backend`]: the sandbox backends built into this daemon.
 //! - [`network`]: the pod network effect on the host.
+//! - [`admin`]: Hearth's own admin service (pull progress, prune), served
+//!   on the same socket.
 //! - [`serve`] / [`build`]: what `main` (and the tests) call.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod cri;
@@ -44,7 +47,9 @@ pub struct Runtime {
 pub async fn build(config: &Config) -> anyhow::Result<Runtime> {
     let root = config.root.join("images");
     let registry = config.registry.clone();
-    let images = tokio::task::spawn_blocking(move || hearth_image::ImageStore::open(&root, registry)).await??;
+    let images =
+        tokio::task::spawn_blocking(move || hearth_image::ImageStore::open(&root, registry))
+            .await??;
     Ok(Runtime {
         sandboxes: build_sandboxes(config).await?,
         images: Arc::new(images),
@@ -91,6 +96,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let cri = cri::Cri::new(runtime.sandboxes, runtime.images);
+    let admin = admin::server(&cri);
     let runtime = RuntimeServiceServer::from_arc(cri.clone())
         .max_decoding_message_size(MAX_CRI_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CRI_MESSAGE_BYTES);
@@ -100,6 +106,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(runtime)
         .add_service(images)
+        .add_service(admin)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

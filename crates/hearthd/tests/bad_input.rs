@@ -222,11 +222,11 @@ async fn bad_requests_are_refused_and_leave_nothing() {
     }
     // Other RPCs say they are not there yet.
     let e = c
-        .list_containers(cri::ListContainersRequest::default())
+        .update_container_resources(cri::UpdateContainerResourcesRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
-    assert!(e.message().contains("ListContainers"));
+    assert!(e.message().contains("UpdateContainerResources"));
 
     drop(c);
     drop(runner);

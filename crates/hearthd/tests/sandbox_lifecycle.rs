@@ -262,7 +262,11 @@ async fn status_tells_the_truth() {
     let names: Vec<String> = s.runtime_handlers.into_iter().map(|h| h.name).collect();
     assert_eq!(
         names,
-        vec!["firecracker".to_string(), "namespaces".to_string(), "qemu".to_string()]
+        vec![
+            "firecracker".to_string(),
+            "namespaces".to_string(),
+            "qemu".to_string()
+        ]
     );
     // Without a CNI config the network is not ready, and says why.
     let conf = env

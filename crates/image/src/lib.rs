@@ -48,6 +48,13 @@
 //! pull is in flight. `remove` by a tag removes the whole image (all its
 //! names), as CRI's RemoveImage does.
 //!
+//! A pull of an image already present is cheap: by digest it needs no
+//! registry at all; by tag it costs one manifest request (the tag may have
+//! moved, as containerd also checks) and stops at a manifest or index whose
+//! digest is already recorded. Its record is rewritten only when its names
+//! change. Registry clients (TLS setup, pooled connections, tokens) are kept
+//! across pulls per endpoint and credentials.
+//!
 //! # Known limits
 //!
 //! - oci-client reads a manifest whole before this crate can check

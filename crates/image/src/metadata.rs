@@ -92,7 +92,8 @@ pub struct Image {
     pub erofs_size: u64,
     /// The runtime part of the image config.
     pub config: RuntimeConfig,
-    /// Unix time of the pull (seconds).
+    /// Unix time (seconds) of the pull that stored the image or last changed
+    /// its names; a re-pull that changes nothing leaves the record as it is.
     pub pulled_at: u64,
 }
 

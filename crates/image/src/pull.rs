@@ -1,7 +1,13 @@
 //! Talking to registries: endpoint choice (mirrors, plain HTTP), manifest
 //! and index resolution (linux/amd64), and blob streams, over `oci-client`.
+//!
+//! Clients are kept across pulls ([`Clients`]): building one loads the TLS
+//! root certificates (about 6 ms here), and a kept client reuses its pooled
+//! connections and the tokens it obtained, so re-resolving a tag costs one
+//! round trip.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol, SizedStream};
@@ -51,6 +57,76 @@ pub(crate) struct Source {
     reference: Reference,
     /// The endpoint host, for errors.
     pub host: String,
+}
+
+/// Registry clients by endpoint and credentials (a client stores the
+/// credentials and tokens it was used with, so clients are never shared
+/// between different credentials).
+#[derive(Default)]
+pub(crate) struct Clients {
+    map: Mutex<HashMap<ClientKey, Arc<Client>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    host: String,
+    plain_http: bool,
+    /// sha256 of the credentials (not the secret itself).
+    auth: String,
+}
+
+/// Clients kept at most; past it the cache starts over.
+const MAX_CLIENTS: usize = 64;
+
+impl ClientKey {
+    fn new(ep: &Endpoint, auth: &RegistryAuth) -> ClientKey {
+        let auth = match auth {
+            RegistryAuth::Anonymous => "anonymous".to_string(),
+            RegistryAuth::Basic(u, p) => sha256_digest(format!("basic\0{u}\0{p}").as_bytes()),
+            RegistryAuth::Bearer(t) => sha256_digest(format!("bearer\0{t}").as_bytes()),
+        };
+        ClientKey {
+            host: ep.host.clone(),
+            plain_http: ep.plain_http,
+            auth,
+        }
+    }
+}
+
+impl Clients {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<ClientKey, Arc<Client>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &ClientKey, ep: &Endpoint) -> Arc<Client> {
+        if let Some(c) = self.map().get(key) {
+            return c.clone();
+        }
+        // Built outside the lock: it takes milliseconds.
+        let client = Arc::new(client_for(ep));
+        let mut map = self.map();
+        if map.len() >= MAX_CLIENTS {
+            map.clear();
+        }
+        map.entry(key.clone()).or_insert(client).clone()
+    }
+
+    /// Forgets a client whose credentials or tokens were refused.
+    fn forget(&self, key: &ClientKey) {
+        self.map().remove(key);
+    }
+}
+
+/// How a reference resolved.
+pub(crate) enum Resolution {
+    /// The reference names a manifest or index already known (by its digest):
+    /// nothing more was fetched.
+    Known {
+        /// The digest the reference resolved to.
+        top_digest: String,
+    },
+    /// A platform manifest to pull.
+    Fetched(Box<Resolved>),
 }
 
 /// A resolved platform manifest.
@@ -214,11 +290,15 @@ impl Source {
 }
 
 /// Resolves `r` to a linux/amd64 image manifest, trying mirrors first.
+/// When the document the reference points at has a digest for which
+/// `known` is true, resolution stops there.
 pub(crate) async fn resolve(
     config: &RegistryConfig,
+    clients: &Clients,
     r: &ImageReference,
     creds: Option<&Credentials>,
-) -> Result<Resolved> {
+    known: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Resolution> {
     let auth = creds
         .map(Credentials::to_registry_auth)
         .unwrap_or(RegistryAuth::Anonymous);
@@ -236,14 +316,18 @@ pub(crate) async fn resolve(
                 Reference::with_tag(ep.host.clone(), r.repository.clone(), "latest".into())
             }
         };
+        let key = ClientKey::new(&ep, &auth);
         let source = Source {
-            client: Arc::new(client_for(&ep)),
+            client: clients.get(&key, &ep),
             reference,
             host: ep.host.clone(),
         };
-        match resolve_at(source, &auth, config.max_manifest_bytes, &shown).await {
+        match resolve_at(source, &auth, config.max_manifest_bytes, &shown, known).await {
             Ok(res) => return Ok(res),
             Err(e) => {
+                if matches!(e, ImageError::Unauthorized { .. }) {
+                    clients.forget(&key);
+                }
                 tracing::debug!(endpoint = %ep.host, error = %e, "endpoint failed");
                 last_err = Some(e);
             }
@@ -257,8 +341,12 @@ async fn resolve_at(
     auth: &RegistryAuth,
     max: u64,
     shown: &str,
-) -> Result<Resolved> {
+    known: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Resolution> {
     let (top_digest, top) = source.manifest(&source.reference, auth, max, shown).await?;
+    if known(&top_digest) {
+        return Ok(Resolution::Known { top_digest });
+    }
     let mt = media_type_of(&top, &top_digest)?;
     let mut documents = vec![(top_digest.clone(), top.clone())];
     let (manifest_digest, raw, mt) = if mt == OCI_INDEX || mt == DOCKER_LIST {
@@ -307,12 +395,12 @@ async fn resolve_at(
             digest: manifest_digest.clone(),
             reason: e.to_string(),
         })?;
-    Ok(Resolved {
+    Ok(Resolution::Fetched(Box::new(Resolved {
         source,
         top_digest,
         documents,
         manifest_digest,
         manifest_media_type: mt,
         manifest,
-    })
+    })))
 }

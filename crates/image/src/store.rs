@@ -11,7 +11,7 @@ use crate::config::{credentials_from_file, Credentials, RegistryConfig};
 use crate::content::{hex_of, BlobSpec, ContentStore, KeyedLocks};
 use crate::error::{ImageError, Result};
 use crate::metadata::{Image, ImageUser, LayerInfo, MetaStore, RuntimeConfig};
-use crate::pull::{self, CONFIG_TYPES, LAYER_TYPES};
+use crate::pull::{self, Resolution, CONFIG_TYPES, LAYER_TYPES};
 use crate::reference::{is_sha256_digest, ImageReference};
 use crate::unpack::{LayerFile, UnpackOptions};
 
@@ -69,6 +69,8 @@ pub struct ImageStore {
     /// Records by id. Never held across an await.
     pub(crate) images: Mutex<HashMap<String, Image>>,
     build_locks: KeyedLocks,
+    /// Registry clients kept across pulls.
+    clients: pull::Clients,
     /// Pulls share it, remove and prune take it exclusively.
     pub(crate) gc_lock: tokio::sync::RwLock<()>,
 }
@@ -119,6 +121,7 @@ impl ImageStore {
             tmp_dir,
             images: Mutex::new(images),
             build_locks: KeyedLocks::default(),
+            clients: pull::Clients::default(),
             gc_lock: tokio::sync::RwLock::new(()),
         })
     }
@@ -238,7 +241,32 @@ impl ImageStore {
             (None, None) => None,
         };
         let _shared = self.gc_lock.read().await;
-        let res = pull::resolve(&self.config, &r, creds.as_ref()).await?;
+        // A digest names content: an image present by that digest needs no
+        // registry. A tag is always resolved remotely (it may have moved),
+        // but resolution stops at a manifest or index already present.
+        if let Some(d) = &r.digest {
+            if let Some(img) = self.present(&r, d) {
+                return self.repulled(&r, d, img, &emit);
+            }
+        }
+        let hit = Mutex::new(None);
+        let known = |top: &str| match self.present(&r, top) {
+            Some(img) => {
+                *hit.lock().unwrap_or_else(|p| p.into_inner()) = Some(img);
+                true
+            }
+            None => false,
+        };
+        let res =
+            match pull::resolve(&self.config, &self.clients, &r, creds.as_ref(), &known).await? {
+                Resolution::Fetched(res) => *res,
+                Resolution::Known { top_digest } => {
+                    let img = hit.into_inner().unwrap_or_else(|p| p.into_inner());
+                    // Always set with Known; `remove` waits for the gc lock we hold.
+                    let img = img.ok_or_else(|| ImageError::NotFound(r.to_string()))?;
+                    return self.repulled(&r, &top_digest, img, &emit);
+                }
+            };
         let m = &res.manifest;
         let cfg_desc = m.config();
         let cfg_type = cfg_desc.media_type().to_string();
@@ -346,11 +374,10 @@ impl ImageStore {
         let docs_size: u64 = res.documents.iter().map(|(_, d)| d.len() as u64).sum();
         let size =
             docs_size + cfg_spec.size + layers.iter().map(|l| l.size).sum::<u64>() + erofs_size;
-        let image = {
-            let mut images = self.images();
-            let tag = r.tagged();
-            let digest_name = r.with_digest(&res.top_digest);
-            let mut img = images.get(&id).cloned().unwrap_or_else(|| Image {
+        let image = self.record(
+            &r,
+            &res.top_digest,
+            Image {
                 id: id.clone(),
                 repo_tags: Vec::new(),
                 repo_digests: Vec::new(),
@@ -359,40 +386,96 @@ impl ImageStore {
                 layers: layers.clone(),
                 manifest_digest: res.manifest_digest.clone(),
                 manifest_media_type: res.manifest_media_type.clone(),
-                erofs_path: erofs_path.clone(),
+                erofs_path,
                 erofs_size,
-                config: config.clone(),
-                pulled_at: 0,
-            });
-            img.pulled_at = now();
-            if let Some(t) = &tag {
-                if !img.repo_tags.contains(t) {
-                    img.repo_tags.push(t.clone());
-                }
-            }
-            if !img.repo_digests.contains(&digest_name) {
-                img.repo_digests.push(digest_name);
-            }
-            // A tag names one image: take it from any other.
-            let mut changed = Vec::new();
-            if let Some(t) = &tag {
-                for other in images.values_mut() {
-                    if other.id != id && other.repo_tags.contains(t) {
-                        other.repo_tags.retain(|x| x != t);
-                        changed.push(other.clone());
-                    }
-                }
-            }
-            for o in &changed {
-                self.meta.save(o)?;
-            }
-            self.meta.save(&img)?;
-            images.insert(id.clone(), img.clone());
-            img
-        };
+                config,
+                pulled_at: now(),
+            },
+        )?;
         emit(PullProgress::Done { id: id.clone() });
         tracing::info!(id = %id, erofs_size, "image pulled");
         Ok(image)
+    }
+
+    /// The image recorded under `r`'s name at `digest` (a manifest or index
+    /// digest), if its erofs image is in place.
+    fn present(&self, r: &ImageReference, digest: &str) -> Option<Image> {
+        let name = r.with_digest(digest);
+        self.images()
+            .values()
+            .find(|i| i.repo_digests.contains(&name))
+            .filter(|i| i.erofs_path.is_file())
+            .cloned()
+    }
+
+    /// A pull of an image already present: its events, and its names.
+    fn repulled(
+        &self,
+        r: &ImageReference,
+        top_digest: &str,
+        img: Image,
+        emit: &dyn Fn(PullProgress),
+    ) -> Result<Image> {
+        emit(PullProgress::Resolved {
+            id: img.id.clone(),
+            layers: img
+                .layers
+                .iter()
+                .map(|l| (l.digest.clone(), l.size))
+                .collect(),
+        });
+        for l in &img.layers {
+            emit(PullProgress::LayerDone {
+                digest: l.digest.clone(),
+                downloaded: false,
+            });
+        }
+        let id = img.id.clone();
+        let img = self.record(r, top_digest, img)?;
+        emit(PullProgress::Done { id });
+        tracing::debug!(id = %img.id, "image already present");
+        Ok(img)
+    }
+
+    /// Records `fresh` (or the record of its id already there) under `r`'s
+    /// tag and digest names, taking the tag from any other image. Records
+    /// are written only when their names change: a re-pull of a present
+    /// image writes nothing, as containerd's CRI does.
+    fn record(&self, r: &ImageReference, top_digest: &str, fresh: Image) -> Result<Image> {
+        let mut images = self.images();
+        let tag = r.tagged();
+        let digest_name = r.with_digest(top_digest);
+        let before = images.get(&fresh.id).cloned();
+        let mut img = before.clone().unwrap_or(fresh);
+        if let Some(t) = &tag {
+            if !img.repo_tags.contains(t) {
+                img.repo_tags.push(t.clone());
+            }
+        }
+        if !img.repo_digests.contains(&digest_name) {
+            img.repo_digests.push(digest_name);
+        }
+        // A tag names one image: take it from any other.
+        let mut changed = Vec::new();
+        if let Some(t) = &tag {
+            for other in images.values_mut() {
+                if other.id != img.id && other.repo_tags.contains(t) {
+                    other.repo_tags.retain(|x| x != t);
+                    changed.push(other.clone());
+                }
+            }
+        }
+        for o in &changed {
+            self.meta.save(o)?;
+        }
+        if before.as_ref() != Some(&img) {
+            if before.is_some() {
+                img.pulled_at = now();
+            }
+            self.meta.save(&img)?;
+            images.insert(img.id.clone(), img.clone());
+        }
+        Ok(img)
     }
 
     async fn fetch_layer(

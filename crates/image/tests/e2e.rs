@@ -239,8 +239,15 @@ async fn htpasswd_auth() {
     assert_store_empty(&s);
     // CRI AuthConfig fields.
     let good = Credentials::from_auth_config("alice", "s3cret", "", "", "").unwrap();
-    let img = s.pull(&reference, good, None).await.unwrap();
+    let img = s.pull(&reference, good.clone(), None).await.unwrap();
     assert_eq!(img.id, built.config_digest);
+    // Once present, a tag is still resolved with the caller's credentials
+    // (the client kept for alice is not lent to an anonymous pull).
+    assert!(matches!(
+        s.pull(&reference, None, None).await,
+        Err(ImageError::Unauthorized { .. })
+    ));
+    assert_eq!(s.pull(&reference, good, None).await.unwrap().id, img.id);
     // The credentials file.
     let d = tempfile::tempdir().unwrap();
     let file = d.path().join("auth.json");
@@ -576,6 +583,65 @@ async fn unsafe_layers_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repull_of_a_present_image_writes_nothing_and_resolves_tags_remotely() {
+    skip_unless!(BASE_BINS, false);
+    let reg = Registry::start(None);
+    let mut layout = Layout::new();
+    let built = two_layer_image(&mut layout, "v1");
+    reg.push(layout.path(), "v1", "re/pull", &[]);
+    let (_d, s) = store(RegistryConfig::default());
+    let name = format!("{}/re/pull", reg.host());
+    let img = s.pull(&format!("{name}:v1"), None, None).await.unwrap();
+    let record = s
+        .root()
+        .join("images")
+        .join(format!("{}.json", &img.id[7..]));
+    let written = std::fs::metadata(&record).unwrap().modified().unwrap();
+    let downloads = s.blob_downloads();
+
+    // By tag: resolved remotely, nothing fetched or written, the same events.
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let ev = events.clone();
+    let sink: hearth_image::ProgressSink = Arc::new(move |p| ev.lock().unwrap().push(p));
+    let again = s
+        .pull(&format!("{name}:v1"), None, Some(sink))
+        .await
+        .unwrap();
+    assert_eq!(again, img, "the record is unchanged");
+    assert_eq!(s.blob_downloads(), downloads);
+    assert_eq!(
+        std::fs::metadata(&record).unwrap().modified().unwrap(),
+        written
+    );
+    let mut expected = vec![PullProgress::Resolved {
+        id: img.id.clone(),
+        layers: img
+            .layers
+            .iter()
+            .map(|l| (l.digest.clone(), l.size))
+            .collect(),
+    }];
+    expected.extend(img.layers.iter().map(|l| PullProgress::LayerDone {
+        digest: l.digest.clone(),
+        downloaded: false,
+    }));
+    expected.push(PullProgress::Done { id: img.id.clone() });
+    assert_eq!(*events.lock().unwrap(), expected);
+
+    // By digest: the same image.
+    let digest_ref = format!("{name}@{}", built.manifest_digest);
+    assert_eq!(s.pull(&digest_ref, None, None).await.unwrap().id, img.id);
+
+    // With the registry gone, a digest still pulls (content addressed, no
+    // network) but a tag does not: it may have moved.
+    drop(reg);
+    assert_eq!(s.pull(&digest_ref, None, None).await.unwrap().id, img.id);
+    let e = s.pull(&format!("{name}:v1"), None, None).await.unwrap_err();
+    assert!(matches!(e, ImageError::Registry { .. }), "{e:?}");
+    assert_eq!(s.list().len(), 1, "a failed re-pull removes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retagging_moves_the_tag() {
     skip_unless!(BASE_BINS, false);
     let reg = Registry::start(None);
@@ -609,6 +675,13 @@ async fn retagging_moves_the_tag() {
         old.repo_tags
     );
     assert_eq!(old.repo_digests.len(), 1, "still reachable by digest");
+    // Moved back to an image still present: nothing to fetch, the tag moves.
+    reg.push(l1.path(), "t", "re/tag", &[]);
+    let downloads = s.blob_downloads();
+    assert_eq!(s.pull(&name, None, None).await.unwrap().id, a.config_digest);
+    assert_eq!(s.blob_downloads(), downloads);
+    assert_eq!(s.get(&name).unwrap().id, a.config_digest);
+    assert!(s.get(&b.config_digest).unwrap().repo_tags.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

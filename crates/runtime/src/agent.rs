@@ -22,11 +22,16 @@ use std::time::{Duration, Instant};
 
 use hearth_agent_proto::v1::agent_client::AgentClient as ProtoClient;
 use hearth_agent_proto::v1::{
+    exec_sync_chunk, ContainerLogsRequest, CreateContainerRequest, ExecSyncRequest, LogChunk,
+    RemoveContainerRequest, SignalContainerRequest, StartContainerRequest, StartContainerResponse,
+    WaitContainerRequest, WaitContainerResponse,
+};
+use hearth_agent_proto::v1::{
     HealthRequest, HealthResponse, HelloRequest, HelloResponse, MountDriveRequest,
     MountDriveResponse, SetupSandboxRequest, SetupSandboxResponse, ShutdownRequest,
     ShutdownResponse, UnmountDriveRequest, UnmountDriveResponse,
 };
-use hearth_agent_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use hearth_agent_proto::{MAX_EXEC_OUTPUT_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -447,6 +452,154 @@ impl AgentClient {
         self.call("Shutdown", |mut c| async move { c.shutdown(req).await })
             .await
     }
+
+    /// `CreateContainer`: the rootfs overlay and the process spec.
+    pub async fn create_container(&self, req: CreateContainerRequest) -> Result<(), AgentError> {
+        let req = self.request(req);
+        self.call("CreateContainer", |mut c| async move {
+            c.create_container(req).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// `StartContainer`: the init's pid (guest view).
+    pub async fn start_container(&self, id: &str) -> Result<StartContainerResponse, AgentError> {
+        let req = self.request(StartContainerRequest {
+            container_id: id.to_owned(),
+        });
+        self.call("StartContainer", |mut c| async move {
+            c.start_container(req).await
+        })
+        .await
+    }
+
+    /// `SignalContainer`.
+    pub async fn signal_container(&self, id: &str, signal: u32) -> Result<(), AgentError> {
+        let req = self.request(SignalContainerRequest {
+            container_id: id.to_owned(),
+            signal,
+        });
+        self.call("SignalContainer", |mut c| async move {
+            c.signal_container(req).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// `WaitContainer`: the state, after waiting up to `wait` for an exit
+    /// (the call's own timeout is stretched by that much).
+    pub async fn wait_container(
+        &self,
+        id: &str,
+        wait: Duration,
+    ) -> Result<WaitContainerResponse, AgentError> {
+        let req = self.request(WaitContainerRequest {
+            container_id: id.to_owned(),
+            timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+        });
+        self.clone()
+            .with_call_timeout(self.call_timeout + wait)
+            .call("WaitContainer", |mut c| async move {
+                c.wait_container(req).await
+            })
+            .await
+    }
+
+    /// `RemoveContainer` (kills, unmounts, deletes; unknown ids are fine).
+    pub async fn remove_container(&self, id: &str) -> Result<(), AgentError> {
+        let req = self.request(RemoveContainerRequest {
+            container_id: id.to_owned(),
+        });
+        self.clone()
+            .with_call_timeout(self.call_timeout + Duration::from_secs(10))
+            .call("RemoveContainer", |mut c| async move {
+                c.remove_container(req).await
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// `ExecSync`: collects the streamed output (each stream at most
+    /// `req.max_output_bytes`, bounded by the protocol's cap) and the exit.
+    /// The whole call is bounded by the exec's timeout plus the call
+    /// timeout.
+    pub async fn exec_sync(&self, req: ExecSyncRequest) -> Result<ExecSyncResult, AgentError> {
+        let cap = req.max_output_bytes.min(MAX_EXEC_OUTPUT_BYTES) as usize;
+        let after = self.call_timeout + Duration::from_millis(u64::from(req.timeout_ms));
+        let req = self.request(req);
+        let mut client = self.inner.clone();
+        let run = async move {
+            let mut stream = client
+                .exec_sync(req)
+                .await
+                .map_err(|status| AgentError::Rpc {
+                    call: "ExecSync",
+                    status,
+                })?
+                .into_inner();
+            let mut out = ExecSyncResult::default();
+            while let Some(msg) = stream.message().await.map_err(|status| AgentError::Rpc {
+                call: "ExecSync",
+                status,
+            })? {
+                match msg.chunk {
+                    Some(exec_sync_chunk::Chunk::Stdout(b)) => {
+                        append_capped(&mut out.stdout, &b, cap)
+                    }
+                    Some(exec_sync_chunk::Chunk::Stderr(b)) => {
+                        append_capped(&mut out.stderr, &b, cap)
+                    }
+                    Some(exec_sync_chunk::Chunk::Exit(e)) => {
+                        out.exit_code = e.exit_code;
+                        out.timed_out = e.timed_out;
+                        return Ok(out);
+                    }
+                    None => {}
+                }
+            }
+            Err(AgentError::Rpc {
+                call: "ExecSync",
+                status: tonic::Status::data_loss("the agent ended the exec stream without an exit"),
+            })
+        };
+        tokio::time::timeout(after, run)
+            .await
+            .map_err(|_| AgentError::Timeout {
+                call: "ExecSync",
+                after,
+            })?
+    }
+
+    /// `ContainerLogs`: the container's output stream (long-lived; only
+    /// opening it is bounded by the call timeout).
+    pub async fn container_logs(&self, id: &str) -> Result<tonic::Streaming<LogChunk>, AgentError> {
+        let req = self.request(ContainerLogsRequest {
+            container_id: id.to_owned(),
+        });
+        self.call("ContainerLogs", |mut c| async move {
+            c.container_logs(req).await
+        })
+        .await
+    }
+}
+
+/// What `ExecSync` returned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecSyncResult {
+    /// stdout (capped).
+    pub stdout: Vec<u8>,
+    /// stderr (capped).
+    pub stderr: Vec<u8>,
+    /// Exit code.
+    pub exit_code: i32,
+    /// Killed at its timeout.
+    pub timed_out: bool,
+}
+
+fn append_capped(out: &mut Vec<u8>, data: &[u8], cap: usize) {
+    let room = cap.saturating_sub(out.len());
+    out.extend_from_slice(&data[..data.len().min(room)]);
 }
 
 #[cfg(test)]

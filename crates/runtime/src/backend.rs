@@ -20,6 +20,18 @@ use crate::sizing::VmSize;
 #[serde(transparent)]
 pub struct BackendHandle(pub serde_json::Value);
 
+impl BackendHandle {
+    /// A handle holding a backend's own state.
+    pub fn encode<T: Serialize>(state: &T) -> BackendHandle {
+        BackendHandle(serde_json::to_value(state).expect("backend state serializes"))
+    }
+
+    /// The backend's own state back from a handle.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, BackendError> {
+        serde_json::from_value(self.0.clone()).map_err(|e| BackendError::Handle(e.to_string()))
+    }
+}
+
 /// The pod's cgroup as the backend needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodCgroupSpec {

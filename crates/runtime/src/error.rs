@@ -32,6 +32,19 @@ pub enum RuntimeError {
         /// The sandbox that holds it.
         id: String,
     },
+    /// A container of the same name and attempt exists in the pod.
+    #[error("container name {name:?} is reserved for {id} in pod sandbox {pod}")]
+    ContainerNameInUse {
+        /// The container name (with its attempt).
+        name: String,
+        /// The pod sandbox.
+        pod: String,
+        /// The container that holds it.
+        id: String,
+    },
+    /// The image is not in the node's image store.
+    #[error("image {0:?} is not present on this node; pull it first")]
+    ImageNotFound(String),
     /// The runtime handler is not configured.
     #[error("no runtime handler {0:?} is configured (see runtime_handlers in the config)")]
     UnknownHandler(String),

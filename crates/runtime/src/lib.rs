@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - [`manager`]: `SandboxManager`, the typed API the CRI front end calls.
+//! - [`container`]: `ContainerManager`, containers in the pod's guest.
 //! - [`sandbox`]: domain config, the state machine, the persisted record.
 //! - [`sizing`]: VM size from the pod's resources, overhead, annotations.
 //! - [`backend`] / [`network`]: the effect traits (with fakes in
@@ -15,6 +16,7 @@
 pub mod agent;
 pub mod backend;
 pub mod cgroup;
+pub mod container;
 pub mod error;
 pub mod id;
 pub mod manager;
@@ -25,6 +27,7 @@ pub mod sizing;
 pub mod store;
 pub mod sysctl;
 
+pub use container::ContainerManager;
 pub use error::RuntimeError;
 pub use id::Id;
 pub use manager::{ManagerConfig, SandboxManager, SandboxView};

@@ -47,7 +47,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use hearth_agent_proto::AGENT_PORT;
 use hearth_firecracker::client::error_chain;
 use hearth_firecracker::{
     BootSource, Drive as FcDrive, EntropyDevice, FifoKind, FirecrackerClient, FirecrackerError,
@@ -62,6 +61,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use super::process;
+use super::{connect_agent_until, GuestState};
 
 const KIND: &str = "firecracker";
 
@@ -106,11 +106,11 @@ struct Handle {
 
 impl Handle {
     fn from(h: &BackendHandle) -> Result<Handle, BackendError> {
-        serde_json::from_value(h.0.clone()).map_err(|e| BackendError::Handle(e.to_string()))
+        h.decode()
     }
 
     fn to_handle(&self) -> BackendHandle {
-        BackendHandle(serde_json::to_value(self).expect("handle serializes"))
+        BackendHandle::encode(self)
     }
 
     fn alive(&self) -> bool {
@@ -367,43 +367,25 @@ impl SandboxBackend for FirecrackerBackend {
         deadline: Duration,
     ) -> Result<AgentClient, BackendError> {
         let h = Handle::from(handle)?;
-        let end = Instant::now() + deadline;
-        loop {
-            if !h.alive() {
-                return Err(BackendError::AgentNotReady {
-                    reason: format!(
-                        "VMM exited (firecracker pid {}): {}",
-                        h.pid,
-                        self.last_output(&h.vm_id)
-                    ),
-                });
-            }
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let pvm = match pvm() {
-                    Some(_) => {
-                        " (this host's /dev/kvm is PVM: a stock guest kernel cannot boot here)"
-                    }
-                    None => "",
-                };
-                return Err(BackendError::AgentNotReady {
-                    reason: format!(
-                        "no answer from the agent within {deadline:?}; firecracker pid {} still runs{pvm}",
-                        h.pid
-                    ),
-                });
-            }
-            let attempt = left.min(Duration::from_millis(500));
-            match AgentClient::connect(&h.vsock, AGENT_PORT, attempt).await {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::trace!(error = %e, "agent not answering yet");
-                    let pause = Duration::from_millis(20)
-                        .min(end.saturating_duration_since(Instant::now()));
-                    tokio::time::sleep(pause).await;
-                }
-            }
-        }
+        let probe = || match h.alive() {
+            true => GuestState::Ready,
+            false => GuestState::Gone(format!(
+                "VMM exited (firecracker pid {}): {}",
+                h.pid,
+                self.last_output(&h.vm_id)
+            )),
+        };
+        connect_agent_until(&h.vsock, deadline, probe, |_| {
+            let pvm = match pvm() {
+                Some(_) => " (this host's /dev/kvm is PVM: a stock guest kernel cannot boot here)",
+                None => "",
+            };
+            format!(
+                "no answer from the agent within {deadline:?}; firecracker pid {} still runs{pvm}",
+                h.pid
+            )
+        })
+        .await
     }
 
     async fn attach_drive(

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hearth_agent_proto::AGENT_PORT;
 use hearth_runtime::agent::AgentClient;
 use hearth_runtime::backend::{
     BackendError, BackendHandle, BootSpec, DeviceLocator, Drive, Liveness, SandboxBackend,
@@ -27,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::loopdev::{self, LoopDevice};
 use super::process;
+use super::{connect_agent_until, GuestState};
 
 const KIND: &str = "namespaces";
 
@@ -52,11 +52,11 @@ struct Handle {
 
 impl Handle {
     fn from(h: &BackendHandle) -> Result<Handle, BackendError> {
-        serde_json::from_value(h.0.clone()).map_err(|e| BackendError::Handle(e.to_string()))
+        h.decode()
     }
 
     fn to_handle(&self) -> BackendHandle {
-        BackendHandle(serde_json::to_value(self).expect("handle serializes"))
+        BackendHandle::encode(self)
     }
 
     fn alive(&self) -> bool {
@@ -233,31 +233,21 @@ impl SandboxBackend for NamespacesBackend {
         deadline: Duration,
     ) -> Result<AgentClient, BackendError> {
         let h = Handle::from(handle)?;
-        let end = Instant::now() + deadline;
-        loop {
-            if !h.alive() {
-                return Err(BackendError::AgentNotReady {
-                    reason: format!(
-                        "agent process {} exited; log: {}",
-                        h.agent_pid,
-                        log_tail(&h.log)
-                    ),
-                });
-            }
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(BackendError::AgentNotReady {
-                    reason: format!("no answer from the agent within {deadline:?}"),
-                });
-            }
-            match AgentClient::connect(&h.socket, AGENT_PORT, left.min(Duration::from_secs(2)))
-                .await
-            {
-                Ok(c) => return Ok(c),
-                Err(e) if Instant::now() >= end => return Err(e.into()),
-                Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
-            }
-        }
+        let probe = || match h.alive() {
+            true => GuestState::Ready,
+            false => GuestState::Gone(format!(
+                "agent process {} exited; log: {}",
+                h.agent_pid,
+                log_tail(&h.log)
+            )),
+        };
+        connect_agent_until(&h.socket, deadline, probe, |last| {
+            format!(
+                "no answer from the agent within {deadline:?} (last error: {})",
+                last.as_deref().unwrap_or("none")
+            )
+        })
+        .await
     }
 
     async fn attach_drive(

@@ -2,6 +2,7 @@
 //! place (`status`), and serves RuntimeService (`runtime`) and ImageService
 //! (`image`) over the core's typed API.
 
+pub mod container_convert;
 pub mod convert;
 mod image;
 mod runtime;
@@ -10,7 +11,7 @@ pub mod status;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use hearth_runtime::SandboxManager;
+use hearth_runtime::{ContainerManager, SandboxManager};
 use k8s_cri::v1 as cri;
 
 pub use runtime::CRI_API_VERSION;
@@ -21,6 +22,8 @@ pub struct Cri {
     pub sandboxes: Arc<SandboxManager>,
     /// The image store.
     pub images: Arc<hearth_image::ImageStore>,
+    /// The container manager (an error when its store could not be opened).
+    pub containers: Result<Arc<ContainerManager>, String>,
     /// The pod CIDR from UpdateRuntimeConfig.
     pub pod_cidr: Mutex<String>,
     /// Progress of the pulls in flight, for the admin service.
@@ -30,11 +33,25 @@ pub struct Cri {
 impl Cri {
     /// Wraps the core.
     pub fn new(sandboxes: Arc<SandboxManager>, images: Arc<hearth_image::ImageStore>) -> Arc<Cri> {
+        let resolver = Arc::new(container_convert::StoreImages(images.clone()));
+        let containers = ContainerManager::open(sandboxes.clone(), resolver).map_err(|e| {
+            let msg = status::chain(&e);
+            tracing::error!(error = %msg, "containers unavailable");
+            msg
+        });
         Arc::new(Cri {
+            containers,
             sandboxes,
             images,
             pod_cidr: Mutex::new(String::new()),
             pulls: Arc::default(),
+        })
+    }
+
+    /// The container manager, or why there is none.
+    pub fn containers(&self) -> Result<&Arc<ContainerManager>, tonic::Status> {
+        self.containers.as_ref().map_err(|e| {
+            tonic::Status::failed_precondition(format!("containers are unavailable: {e}"))
         })
     }
 

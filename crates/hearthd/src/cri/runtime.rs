@@ -1,16 +1,18 @@
 //! The CRI RuntimeService: sandboxes are served by the core's
-//! `SandboxManager`; RPCs whose issue has not landed answer UNIMPLEMENTED.
+//! `SandboxManager`, containers by its `ContainerManager`; RPCs whose issue
+//! has not landed answer UNIMPLEMENTED.
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert;
 use super::status::{to_status, unimplemented};
 use super::Cri;
+use super::{container_convert, convert};
 
 /// The CRI API version Hearth speaks.
 pub const CRI_API_VERSION: &str = "v1";
@@ -53,7 +55,12 @@ impl RuntimeService for Cri {
         request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
-        self.sandboxes.stop(&id).await.map_err(to_status)?;
+        // The pod's containers end first (their exits are recorded).
+        match self.containers() {
+            Ok(c) => c.stop_pod(&id).await,
+            Err(_) => self.sandboxes.stop(&id).await,
+        }
+        .map_err(to_status)?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
@@ -62,7 +69,12 @@ impl RuntimeService for Cri {
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
-        self.sandboxes.remove(&id).await.map_err(to_status)?;
+        // The pod's containers go first.
+        match self.containers() {
+            Ok(c) => c.remove_pod(&id).await,
+            Err(_) => self.sandboxes.remove(&id).await,
+        }
+        .map_err(to_status)?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
@@ -167,39 +179,81 @@ impl RuntimeService for Cri {
 
     async fn create_container(
         &self,
-        _: Request<cri::CreateContainerRequest>,
+        request: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        Err(unimplemented("CreateContainer", "containers issue"))
+        let r = request.into_inner();
+        let config = container_convert::container_config(
+            r.config
+                .ok_or_else(|| Status::invalid_argument("config is required"))?,
+        )?;
+        let id = self
+            .containers()?
+            .create(&r.pod_sandbox_id, config)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id.to_string(),
+        }))
     }
     async fn start_container(
         &self,
-        _: Request<cri::StartContainerRequest>,
+        request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        Err(unimplemented("StartContainer", "containers issue"))
+        let id = request.into_inner().container_id;
+        self.containers()?.start(&id).await.map_err(to_status)?;
+        Ok(Response::new(cri::StartContainerResponse {}))
     }
     async fn stop_container(
         &self,
-        _: Request<cri::StopContainerRequest>,
+        request: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
-        Err(unimplemented("StopContainer", "containers issue"))
+        let r = request.into_inner();
+        let timeout = Duration::from_secs(r.timeout.max(0) as u64);
+        self.containers()?
+            .stop(&r.container_id, timeout)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::StopContainerResponse {}))
     }
     async fn remove_container(
         &self,
-        _: Request<cri::RemoveContainerRequest>,
+        request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        Err(unimplemented("RemoveContainer", "containers issue"))
+        let id = request.into_inner().container_id;
+        self.containers()?.remove(&id).await.map_err(to_status)?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
     }
     async fn list_containers(
         &self,
-        _: Request<cri::ListContainersRequest>,
+        request: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
-        Err(unimplemented("ListContainers", "containers issue"))
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let containers = self
+            .containers()?
+            .list()
+            .iter()
+            .filter(|r| container_convert::matches(r, &filter))
+            .map(container_convert::container)
+            .collect();
+        Ok(Response::new(cri::ListContainersResponse { containers }))
     }
     async fn container_status(
         &self,
-        _: Request<cri::ContainerStatusRequest>,
+        request: Request<cri::ContainerStatusRequest>,
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
-        Err(unimplemented("ContainerStatus", "containers issue"))
+        let r = request.into_inner();
+        let record = self
+            .containers()?
+            .status(&r.container_id)
+            .map_err(to_status)?;
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(container_convert::container_status(&record)),
+            info: if r.verbose {
+                container_convert::container_info(&record)
+            } else {
+                Default::default()
+            },
+        }))
     }
     async fn update_container_resources(
         &self,
@@ -207,20 +261,42 @@ impl RuntimeService for Cri {
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
         Err(unimplemented(
             "UpdateContainerResources",
-            "containers issue",
+            "per-container cgroups in the guest come with the containers issue's next slice",
         ))
     }
     async fn reopen_container_log(
         &self,
-        _: Request<cri::ReopenContainerLogRequest>,
+        request: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        Err(unimplemented("ReopenContainerLog", "containers issue"))
+        let id = request.into_inner().container_id;
+        self.containers()?
+            .reopen_log(&id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
     async fn exec_sync(
         &self,
-        _: Request<cri::ExecSyncRequest>,
+        request: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        Err(unimplemented("ExecSync", "containers issue"))
+        let r = request.into_inner();
+        let timeout = Duration::from_secs(r.timeout.max(0) as u64);
+        let out = self
+            .containers()?
+            .exec_sync(&r.container_id, r.cmd, timeout)
+            .await
+            .map_err(to_status)?;
+        if out.timed_out {
+            return Err(Status::deadline_exceeded(format!(
+                "command timed out after {}s in container {}",
+                r.timeout, r.container_id
+            )));
+        }
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        }))
     }
     async fn exec(
         &self,

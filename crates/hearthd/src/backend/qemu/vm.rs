@@ -21,7 +21,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hearth_agent_proto::AGENT_PORT;
 use hearth_qemu::argv::{vhost_vsock_args, BootDrive, VmArgs};
 use hearth_qemu::spawn::{self, SocketWait, SpawnOptions};
 use hearth_qemu::{Accel, Qmp};
@@ -34,6 +33,7 @@ use tracing::Instrument;
 
 use super::{check, choose_accel, resolve_program, QemuConfig, KIND};
 use crate::backend::process;
+use crate::backend::{connect_agent_until, GuestState};
 
 /// How long vhost-device-vsock may take to create its socket.
 const VSOCK_SOCKET_WAIT: Duration = Duration::from_secs(5);
@@ -126,11 +126,11 @@ struct Handle {
 
 impl Handle {
     fn from(h: &BackendHandle) -> Result<Handle, BackendError> {
-        serde_json::from_value(h.0.clone()).map_err(|e| BackendError::Handle(e.to_string()))
+        h.decode()
     }
 
     fn to_handle(&self) -> BackendHandle {
-        BackendHandle(serde_json::to_value(self).expect("handle serializes"))
+        BackendHandle::encode(self)
     }
 
     /// Why the VM is not running, or `None` when both processes run.
@@ -572,45 +572,25 @@ impl SandboxBackend for QemuBackend {
         deadline: Duration,
     ) -> Result<AgentClient, BackendError> {
         let h = Handle::from(handle)?;
-        let end = Instant::now() + deadline;
-        let mut last: Option<String> = None;
-        loop {
-            if let Some(why) = h.gone() {
-                return Err(BackendError::AgentNotReady { reason: why });
+        // The console is only a hint (it is the guest's): connecting before
+        // the guest's vsock is up queues requests in vhost-device-vsock,
+        // which then (rarely) never answers again.
+        let probe = || match h.gone() {
+            Some(why) => GuestState::Gone(why),
+            None if !console_says_serving(&h.serial_log) => {
+                GuestState::NotYet("the guest console does not show the agent serving yet".into())
             }
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(BackendError::AgentNotReady {
-                    reason: format!(
-                        "no answer from the agent within {deadline:?} ({} guest; last error: {}); guest console: {}",
-                        h.accel,
-                        last.as_deref().unwrap_or("none"),
-                        console_summary(&h.serial_log)
-                    ),
-                });
-            }
-            // Only a hint (the console is the guest's): connecting before
-            // the guest's vsock is up queues requests in vhost-device-vsock,
-            // which then (rarely) never answers again.
-            if !console_says_serving(&h.serial_log) {
-                last = Some("the guest console does not show the agent serving yet".into());
-                tokio::time::sleep(Duration::from_millis(10).min(left)).await;
-                continue;
-            }
-            match AgentClient::connect(
-                &h.agent_socket,
-                AGENT_PORT,
-                left.min(Duration::from_secs(2)),
+            None => GuestState::Ready,
+        };
+        connect_agent_until(&h.agent_socket, deadline, probe, |last| {
+            format!(
+                "no answer from the agent within {deadline:?} ({} guest; last error: {}); guest console: {}",
+                h.accel,
+                last.as_deref().unwrap_or("none"),
+                console_summary(&h.serial_log)
             )
-            .await
-            {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    last = Some(crate::cri::status::chain(&e));
-                    tokio::time::sleep(Duration::from_millis(20).min(left)).await;
-                }
-            }
-        }
+        })
+        .await
     }
 
     async fn attach_drive(
