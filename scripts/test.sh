@@ -18,4 +18,5 @@ echo "== building hearthctl for the CLI tests"
 cargo build --quiet -p hearthctl
 export HEARTHCTL_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/hearthctl"
 echo "== cargo test"
-cargo test --workspace 2>&1
+# --show-output: tests that skip (e.g. no Firecracker binary) say why.
+cargo test --workspace -- --show-output 2>&1

@@ -175,9 +175,7 @@ mod tests {
     async fn check_binary_runs_version() {
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("firecracker");
-        std::fs::write(&fake, "#!/bin/sh\necho 'Firecracker v1.5.0'\n").unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        hearth_test_support::write_executable(&fake, "#!/bin/sh\necho 'Firecracker v1.5.0'\n");
         assert!(
             matches!(check_binary(&fake).await, Err(FirecrackerError::TooOld { found }) if found == "1.5.0")
         );

@@ -160,11 +160,9 @@ fn jail_links_files_and_checks_access() {
 
 #[tokio::test]
 async fn spawn_refuses_old_and_dynamic_binaries() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let old = dir.path().join("firecracker");
-    std::fs::write(&old, "#!/bin/sh\necho 'Firecracker v1.4.1'\n").unwrap();
-    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    hearth_test_support::write_executable(&old, "#!/bin/sh\necho 'Firecracker v1.4.1'\n");
     let e = VmmSpawn::new(&old, "x", dir.path().join("api.sock"))
         .spawn()
         .await
@@ -183,8 +181,7 @@ async fn spawn_refuses_old_and_dynamic_binaries() {
     let filter = dir.path().join("f.bpf");
     std::fs::write(&filter, b"x").unwrap();
     let fc = dir.path().join("fc-new");
-    std::fs::write(&fc, "#!/bin/sh\necho 'Firecracker v1.16.1'\n").unwrap();
-    std::fs::set_permissions(&fc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    hearth_test_support::write_executable(&fc, "#!/bin/sh\necho 'Firecracker v1.16.1'\n");
     // A shell script is not an ELF: the jailer path refuses it before starting anything.
     let e = JailerSpawn::new(
         "/bin/false",

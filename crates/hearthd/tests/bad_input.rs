@@ -248,8 +248,7 @@ async fn a_failed_run_rolls_back_every_step() {
     // cgroup, netns, scratch disk and run dir were made.
     let mut env = Env::new();
     let fake = env.path().join("not-an-agent");
-    std::fs::write(&fake, "#!/bin/sh\necho nonsense\nexit 3\n").unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    hearth_test_support::write_executable(&fake, "#!/bin/sh\necho nonsense\nexit 3\n");
     env.config.namespaces.agent_binary = fake;
     let before = env.snapshot();
     let daemon = Daemon::start(&env).await;

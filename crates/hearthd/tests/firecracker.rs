@@ -536,8 +536,7 @@ async fn bad_firecracker_setups_are_named() {
     let r = reason(&|c| c.binary = "/bin/true".into());
     assert!(r.contains("/bin/true is not Firecracker"), "{r}");
     let old = env.path().join("old-firecracker");
-    std::fs::write(&old, "#!/bin/sh\necho 'Firecracker v1.7.0'\n").unwrap();
-    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    hearth_test_support::write_executable(&old, "#!/bin/sh\necho 'Firecracker v1.7.0'\n");
     let r = reason(&|c| c.binary = old.clone());
     assert!(
         r.contains("1.7.0 is too old") && r.contains(">= 1.8"),

@@ -172,12 +172,7 @@ async fn a_broken_network_fails_the_run_and_leaves_nothing() {
     let bin = env.path().join("cni-bin");
     std::fs::create_dir_all(&bin).unwrap();
     let plugin = bin.join("failing");
-    std::fs::write(
-        &plugin,
-        "#!/bin/sh\nif [ \"$CNI_COMMAND\" = ADD ]; then\n  echo '{\"cniVersion\":\"1.0.0\",\"code\":42,\"msg\":\"no luck\",\"details\":\"on purpose\"}'\n  exit 1\nfi\necho '{}'\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    hearth_test_support::write_executable(&plugin, "#!/bin/sh\nif [ \"$CNI_COMMAND\" = ADD ]; then\n  echo '{\"cniVersion\":\"1.0.0\",\"code\":42,\"msg\":\"no luck\",\"details\":\"on purpose\"}'\n  exit 1\nfi\necho '{}'\n",);
     let conf = env
         .config
         .network

@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -121,8 +120,7 @@ impl Fixture {
             log = self.log().display()
         );
         let path = self.tmp.path().join("bin").join(name);
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        hearth_test_support::write_executable(&path, &script);
     }
 
     fn request(&mut self, host_port: Option<u16>) -> PodNetworkRequest {

@@ -26,6 +26,9 @@ use crate::sizing::{SizingInput, SizingPolicy};
 use crate::store::Store;
 use crate::sysctl;
 
+mod validate;
+use validate::{default_hostname, validate};
+
 /// Where the scratch disk is mounted in the guest.
 pub const SCRATCH_MOUNTPOINT: &str = "/run/hearth/scratch";
 
@@ -214,6 +217,17 @@ impl SandboxManager {
     pub fn resolve(&self, prefix: &str) -> Result<Id, RuntimeError> {
         let map = self.sandboxes.lock().expect("sandboxes lock");
         Ok(id::resolve_prefix(map.keys(), prefix, "pod sandbox")?)
+    }
+
+    /// The sandbox Stop or Remove acts on; `None` when there is none (an
+    /// unknown id is not an error for them, as CRI asks).
+    fn teardown_target(&self, prefix: &str) -> Result<Option<(Id, Arc<Entry>)>, RuntimeError> {
+        let id = match self.resolve(prefix) {
+            Ok(id) => id,
+            Err(RuntimeError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(self.entry(&id).map(|e| (id, e)))
     }
 
     fn entry(&self, id: &Id) -> Option<Arc<Entry>> {
@@ -455,12 +469,7 @@ impl SandboxManager {
     /// the guest (forcing it after the stop timeout). Idempotent; an
     /// unknown id is not an error.
     pub async fn stop(&self, prefix: &str) -> Result<(), RuntimeError> {
-        let id = match self.resolve(prefix) {
-            Ok(id) => id,
-            Err(RuntimeError::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let Some(entry) = self.entry(&id) else {
+        let Some((_, entry)) = self.teardown_target(prefix)? else {
             return Ok(());
         };
         let mut agent = entry.op.lock().await;
@@ -521,12 +530,7 @@ impl SandboxManager {
     /// RemovePodSandbox: stops the sandbox if it runs, then frees everything
     /// it holds. Idempotent; an unknown id is not an error.
     pub async fn remove(&self, prefix: &str) -> Result<(), RuntimeError> {
-        let id = match self.resolve(prefix) {
-            Ok(id) => id,
-            Err(RuntimeError::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let Some(entry) = self.entry(&id) else {
+        let Some((id, entry)) = self.teardown_target(prefix)? else {
             return Ok(());
         };
         let mut agent = entry.op.lock().await;
@@ -752,63 +756,6 @@ fn not_found(id: &Id) -> RuntimeError {
 /// The protocol's form of a device locator.
 pub fn locator_proto(l: &DeviceLocator) -> proto::DeviceLocator {
     locator_to_proto(l)
-}
-
-fn validate(config: &SandboxConfig) -> Result<(), RuntimeError> {
-    let m = &config.metadata;
-    for (field, value) in [
-        ("metadata.name", &m.name),
-        ("metadata.namespace", &m.namespace),
-        ("metadata.uid", &m.uid),
-    ] {
-        if value.is_empty() {
-            return Err(RuntimeError::InvalidArgument(format!(
-                "{field} must not be empty"
-            )));
-        }
-    }
-    for (i, p) in config.port_mappings.iter().enumerate() {
-        if !(1..=65535).contains(&p.container_port) || !(0..=65535).contains(&p.host_port) {
-            return Err(RuntimeError::InvalidArgument(format!(
-                "port_mappings[{i}]: container_port must be 1-65535 and host_port 0-65535 (got {} and {})",
-                p.container_port, p.host_port
-            )));
-        }
-        if !["tcp", "udp", "sctp"].contains(&p.protocol.as_str()) {
-            return Err(RuntimeError::InvalidArgument(format!(
-                "port_mappings[{i}].protocol {:?} must be TCP, UDP or SCTP",
-                p.protocol
-            )));
-        }
-    }
-    if config.hostname.len() > 64 {
-        return Err(RuntimeError::InvalidArgument(format!(
-            "hostname {:?} is longer than 64 bytes",
-            config.hostname
-        )));
-    }
-    Ok(())
-}
-
-/// A valid hostname from a pod name: at most 63 characters of `[a-z0-9-]`.
-fn default_hostname(pod: &str) -> String {
-    let h: String = pod
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(63)
-        .collect();
-    let h = h.trim_matches('-');
-    if h.is_empty() {
-        "pod".to_owned()
-    } else {
-        h.to_owned()
-    }
 }
 
 fn locator_to_proto(l: &DeviceLocator) -> proto::DeviceLocator {

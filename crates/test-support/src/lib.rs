@@ -74,3 +74,29 @@ pub fn skip_unless_root(test: &str) -> bool {
         true
     }
 }
+
+/// Writes an executable script. The file is written by a child process: a
+/// file this (multi-threaded) test process held open for writing could be
+/// inherited by a concurrent fork and make its exec fail with ETXTBSY.
+pub fn write_executable(path: &std::path::Path, content: &str) {
+    use std::io::Write;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("cat > \"$1\" && chmod 755 \"$1\"")
+        .arg("sh")
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(content.as_bytes())
+        .expect("writing the script");
+    assert!(
+        child.wait().expect("sh").success(),
+        "writing {}",
+        path.display()
+    );
+}

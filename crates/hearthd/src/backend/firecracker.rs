@@ -524,9 +524,7 @@ mod tests {
         assert!(r.contains("is not Firecracker"), "{r}");
         // A fake but well-versioned binary reaches the later checks.
         let fake = dir.path().join("firecracker");
-        std::fs::write(&fake, "#!/bin/sh\necho 'Firecracker v1.16.1'\n").unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        hearth_test_support::write_executable(&fake, "#!/bin/sh\necho 'Firecracker v1.16.1'\n");
         let r = reason(backend(|c| {
             c.firecracker.binary = fake.clone();
             c.firecracker.use_jailer = false;

@@ -207,9 +207,18 @@ mod tests {
         assert!(e.contains("is not Firecracker"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let old = dir.path().join("firecracker");
-        std::fs::write(&old, "#!/bin/sh\necho 'Firecracker v1.7.0'\n").unwrap();
-        std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        // Written by a child process: a file this (multi-threaded) test
+        // process had open for writing could be inherited by a concurrent
+        // fork and make the exec fail with ETXTBSY.
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("printf '#!/bin/sh\\necho \"Firecracker v1.7.0\"\\n' > \"$1\" && chmod 755 \"$1\"")
+            .arg("sh")
+            .arg(&old)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
         let e = cache.check(&old).unwrap_err();
         assert!(e.contains("too old") && e.contains("1.7.0"), "{e}");
     }
