@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status};
 
 use crate::container::{ContainerError, Containers};
 use crate::drives::{DriveError, Drives};
+use crate::init::chain;
 use crate::listen::Conn;
 use crate::reaper::Reaper;
 use crate::sandbox::{self, SandboxError};
@@ -279,18 +280,6 @@ where
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming, signal)
         .await
-}
-
-/// The full chain of an error as one line: `outer: inner: ...`.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut msg = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
 
 fn sandbox_status(err: SandboxError) -> Status {
