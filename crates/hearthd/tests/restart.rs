@@ -104,6 +104,33 @@ async fn a_restarted_hearthd_finds_its_sandboxes() {
         info["reason"].as_str().unwrap_or("").contains("gone"),
         "{info}"
     );
+    // SIGTERM: hearthd exits cleanly and the sandboxes keep running; a
+    // third hearthd finds them READY again.
+    let survivors: Vec<u32> = {
+        let mut v = Vec::new();
+        for id in &ids[..2] {
+            let i = common::info(&mut c, id).await.1;
+            v.push(i["backendState"]["agent_pid"].as_u64().unwrap() as u32);
+        }
+        v
+    };
+    drop(c);
+    // SAFETY: plain signal to our child.
+    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    let status = second.wait().unwrap();
+    assert!(
+        status.success(),
+        "hearthd did not stop cleanly on SIGTERM: {status}"
+    );
+    for pid in &survivors {
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}/root/etc")).exists(),
+            "agent {pid} did not survive hearthd's SIGTERM"
+        );
+    }
+    let mut second = spawn_hearthd(&config, &env.path().join("hearthd-3.log"));
+    let mut c = connect(&env.config.address).await;
+    assert_eq!(states(&mut c).await, want);
     // The survivors' agents still answer through the new hearthd: stopping
     // goes through the agent's Shutdown.
     for id in &ids {
