@@ -1,5 +1,5 @@
 //! Benchmark: RunPodSandbox and Stop+Remove latency (min, median, p95) over
-//! 50 loopback-only pods, sequential and 8 in parallel, on the namespaces
+//! 50 loopback-only pods (CNI: the loopback plugin alone), sequential and 8 in parallel, on the namespaces
 //! backend, with hearthd as its own process; hearthd's RSS and the host
 //! memory per sandbox (agent RSS + hearthd's growth per pod).
 //!
@@ -59,6 +59,16 @@ async fn run(agent: std::path::PathBuf, pods: usize) {
     config.namespaces.agent_binary = agent;
     config.network.netns_dir = dir.path().join("netns");
     config.cgroups.default_parent = format!("/{tag}");
+    // Loopback-only pods: a CNI network of just the loopback plugin.
+    let cni = dir.path().join("cni");
+    std::fs::create_dir_all(&cni).unwrap();
+    std::fs::write(
+        cni.join("10-loopback.conflist"),
+        r#"{"cniVersion": "1.0.0", "name": "bench-lo", "plugins": [{"type": "loopback"}]}"#,
+    )
+    .unwrap();
+    config.network.cni_conf_dir = cni;
+    config.network.cni_bin_dirs = vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()];
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
     let mut hearthd = Command::new(env!("CARGO_BIN_EXE_hearthd"))
