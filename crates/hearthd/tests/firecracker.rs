@@ -156,6 +156,7 @@ fn boot_spec(dir: &Path, vcpus: u32, memory_mib: u64, cgroup_parent: &str) -> Bo
         },
         run_dir,
         scratch: None,
+        annotations: Default::default(),
     }
 }
 
@@ -620,10 +621,33 @@ async fn direct_vm_without_the_jailer() {
     let before = env.snapshot();
     let backend = FirecrackerBackend::new(&env.config);
     backend.check().expect("usable without the jailer");
-    let spec = boot_spec(env.path(), 1, 128, "");
+    // A malformed placeholder annotation is the pod's error.
+    let mut bad = boot_spec(env.path(), 1, 128, "");
+    bad.annotations.insert(
+        hearthd::backend::firecracker::PLACEHOLDER_ANNOTATION.into(),
+        "ro=lots".into(),
+    );
+    let e = backend.boot(&bad).await.expect_err("bad annotation");
+    assert!(matches!(e, BackendError::Refused { .. }), "{e:?}");
+    // The annotation sizes the pool: scratch + 2 read-only slots.
+    let mut spec = boot_spec(env.path(), 1, 128, "");
+    spec.annotations.insert(
+        hearthd::backend::firecracker::PLACEHOLDER_ANNOTATION.into(),
+        "ro=2,rw=0".into(),
+    );
     let mut handle = backend.boot(&spec).await.expect("boot");
     let info = vm_info(&handle).unwrap();
     assert!(info.instance_dir.is_none());
+    let mut ids: Vec<String> = FirecrackerClient::new(&info.api_socket)
+        .vm_config()
+        .await
+        .unwrap()
+        .drives
+        .into_iter()
+        .map(|d| d.drive_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["ph_ro_0", "ph_ro_1", "scratch"]);
     assert!(info.api_socket.starts_with(&spec.run_dir));
     let api = FirecrackerClient::new(&info.api_socket);
     assert!(api.instance_info().await.unwrap().is_running());

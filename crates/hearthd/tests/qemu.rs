@@ -345,6 +345,7 @@ fn bench_spec(dir: &Path, name: &str) -> hearth_runtime::backend::BootSpec {
         cgroup: Default::default(),
         run_dir,
         scratch: None,
+        annotations: Default::default(),
     }
 }
 

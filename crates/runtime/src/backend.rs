@@ -60,6 +60,9 @@ pub struct BootSpec {
     /// attach it at boot. The core still calls `attach_drive("scratch")`
     /// after the agent answers, to learn how the guest sees it.
     pub scratch: Option<PathBuf>,
+    /// The pod's annotations (backend-specific knobs, e.g. the Firecracker
+    /// placeholder-drive pool).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// A block device to give the guest.

@@ -412,6 +412,7 @@ impl SandboxManager {
             cgroup,
             run_dir,
             scratch: record.scratch.clone(),
+            annotations: record.config.annotations.clone(),
         };
         let handle = backend.boot(&spec).await?;
         record.backend_handle = Some(handle);

@@ -160,9 +160,16 @@ impl FirecrackerBackend {
         let vm_id = spec.id.short().to_owned();
         let jailed = r.jailer.is_some();
         let placeholders = spec.run_dir.join("placeholders");
+        let defaults = (self.cfg.placeholders_ro, self.cfg.placeholders_rw);
+        let (ro, rw) = placeholder_pools(&spec.annotations, defaults).map_err(|reason| {
+            BackendError::Refused {
+                what: "the pod's annotations".into(),
+                reason,
+            }
+        })?;
         let mut slots = vec![("scratch".to_owned(), false)];
-        slots.extend((0..self.cfg.placeholders_rw).map(|i| (format!("ph_rw_{i}"), false)));
-        slots.extend((0..self.cfg.placeholders_ro).map(|i| (format!("ph_ro_{i}"), true)));
+        slots.extend((0..rw).map(|i| (format!("ph_rw_{i}"), false)));
+        slots.extend((0..ro).map(|i| (format!("ph_ro_{i}"), true)));
         let slots: Vec<Slot> = slots
             .into_iter()
             .map(|(id, read_only)| Slot {
