@@ -62,6 +62,31 @@ async fn create(
     .map(|r| r.into_inner().container_id)
 }
 
+/// Creates and starts a container and waits for it to exit.
+async fn run_to_exit(
+    c: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    config: cri::ContainerConfig,
+    sandbox: &cri::PodSandboxConfig,
+) -> (String, cri::ContainerStatus) {
+    let id = create(c, pod, config, sandbox).await.unwrap();
+    c.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let s = wait_state(c, &id, EXITED).await;
+    (id, s)
+}
+
+async fn remove(c: &mut RuntimeServiceClient<Channel>, id: impl Into<String>) {
+    c.remove_container(cri::RemoveContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .unwrap();
+}
+
 async fn status(c: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
     c.container_status(cri::ContainerStatusRequest {
         container_id: id.into(),
@@ -304,13 +329,7 @@ async fn containers_through_the_cri() {
     // 2. Command overrides the entrypoint; a failing exit is an Error.
     let mut fail = container("fail", &image);
     fail.command = vec!["/bin/sh".into(), "-c".into(), "exit 3".into()];
-    let fail_id = create(&mut c, &pod_id, fail, &pod_config).await.unwrap();
-    c.start_container(cri::StartContainerRequest {
-        container_id: fail_id.clone(),
-    })
-    .await
-    .unwrap();
-    let s = wait_state(&mut c, &fail_id, EXITED).await;
+    let (fail_id, s) = run_to_exit(&mut c, &pod_id, fail, &pod_config).await;
     assert_eq!((s.exit_code, s.reason.as_str()), (3, "Error"), "{s:?}");
 
     // 2b. A 40000-byte line is split at 16 KiB: P, P, F.
@@ -320,13 +339,7 @@ async fn containers_through_the_cri() {
         "-c".into(),
         "/bin/busybox head -c 40000 /dev/zero | /bin/busybox tr '\\0' x; echo; echo after".into(),
     ];
-    let long_id = create(&mut c, &pod_id, long, &pod_config).await.unwrap();
-    c.start_container(cri::StartContainerRequest {
-        container_id: long_id.clone(),
-    })
-    .await
-    .unwrap();
-    let s = wait_state(&mut c, &long_id, EXITED).await;
+    let (_, s) = run_to_exit(&mut c, &pod_id, long, &pod_config).await;
     assert_eq!(s.exit_code, 0, "{s:?}");
     let text = std::fs::read_to_string(logs.join("long/0.log")).unwrap();
     let entries: Vec<(String, String, String)> = text.lines().map(parse_log_line).collect();
@@ -410,11 +423,7 @@ async fn containers_through_the_cri() {
         (old, new),
         (vec!["before".to_owned()], vec!["after".to_owned()])
     );
-    c.remove_container(cri::RemoveContainerRequest {
-        container_id: rotate_id.clone(),
-    })
-    .await
-    .unwrap();
+    remove(&mut c, rotate_id.clone()).await;
 
     // 2d. A dropped capability is enforced (root without CAP_CHOWN); an
     //     unknown one is refused.
@@ -438,21 +447,11 @@ async fn containers_through_the_cri() {
         ": > /tmp/f && /bin/busybox chown 1000 /tmp/f".into(),
     ];
     nochown.linux = root_without("CAP_CHOWN");
-    let nochown_id = create(&mut c, &pod_id, nochown, &pod_config).await.unwrap();
-    c.start_container(cri::StartContainerRequest {
-        container_id: nochown_id.clone(),
-    })
-    .await
-    .unwrap();
-    let s = wait_state(&mut c, &nochown_id, EXITED).await;
+    let (nochown_id, s) = run_to_exit(&mut c, &pod_id, nochown, &pod_config).await;
     assert_eq!(s.exit_code, 1, "{s:?}");
     let text = std::fs::read_to_string(logs.join("nochown/0.log")).unwrap();
     assert!(text.contains("Operation not permitted"), "{text}");
-    c.remove_container(cri::RemoveContainerRequest {
-        container_id: nochown_id,
-    })
-    .await
-    .unwrap();
+    remove(&mut c, nochown_id).await;
     // 2e. A read-only rootfs is enforced (the pod's /etc files stay).
     let mut ro = container("ro", &image);
     ro.command = vec![
@@ -468,22 +467,12 @@ async fn containers_through_the_cri() {
         }),
         ..Default::default()
     });
-    let ro_id = create(&mut c, &pod_id, ro, &pod_config).await.unwrap();
-    c.start_container(cri::StartContainerRequest {
-        container_id: ro_id.clone(),
-    })
-    .await
-    .unwrap();
-    let s = wait_state(&mut c, &ro_id, EXITED).await;
+    let (ro_id, s) = run_to_exit(&mut c, &pod_id, ro, &pod_config).await;
     assert_ne!(s.exit_code, 0, "{s:?}");
     let text = std::fs::read_to_string(logs.join("ro/0.log")).unwrap();
     assert!(text.contains("stdout F ctr-host"), "{text}");
     assert!(text.contains("Read-only file system"), "{text}");
-    c.remove_container(cri::RemoveContainerRequest {
-        container_id: ro_id,
-    })
-    .await
-    .unwrap();
+    remove(&mut c, ro_id).await;
     let mut bogus = container("bogus", &image);
     bogus.linux = root_without("CAP_BOGUS");
     let e = create(&mut c, &pod_id, bogus, &pod_config)
