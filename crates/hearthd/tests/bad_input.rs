@@ -231,12 +231,7 @@ async fn bad_requests_are_refused_and_leave_nothing() {
     drop(c);
     drop(runner);
     daemon.shutdown().await;
-    assert_eq!(before.leaked(&env.snapshot()), Vec::<String>::new());
-    assert!(
-        env.leftover_cgroups().is_empty(),
-        "cgroups left: {:?}",
-        env.leftover_cgroups()
-    );
+    env.assert_clean(&before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,12 +262,7 @@ async fn a_failed_run_rolls_back_every_step() {
     assert!(list.items.is_empty());
     drop(c);
     daemon.shutdown().await;
-    assert_eq!(before.leaked(&env.snapshot()), Vec::<String>::new());
-    assert!(
-        env.leftover_cgroups().is_empty(),
-        "cgroups left: {:?}",
-        env.leftover_cgroups()
-    );
+    env.assert_clean(&before);
     assert_eq!(
         std::fs::read_dir(env.config.root.join("sandboxes"))
             .unwrap()

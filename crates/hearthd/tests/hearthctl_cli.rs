@@ -129,10 +129,5 @@ async fn hearthctl_drives_a_pod_through_hearthd() {
     .await;
     daemon.shutdown().await;
     result.unwrap();
-    assert_eq!(before.leaked(&env.snapshot()), Vec::<String>::new());
-    assert!(
-        env.leftover_cgroups().is_empty(),
-        "cgroups left: {:?}",
-        env.leftover_cgroups()
-    );
+    env.assert_clean(&before);
 }

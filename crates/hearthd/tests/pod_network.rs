@@ -249,12 +249,7 @@ async fn a_broken_network_fails_the_run_and_leaves_nothing() {
 
     drop(c);
     daemon.shutdown().await;
-    assert_eq!(before.leaked(&env.snapshot()), Vec::<String>::new());
-    assert!(
-        env.leftover_cgroups().is_empty(),
-        "cgroups left: {:?}",
-        env.leftover_cgroups()
-    );
+    env.assert_clean(&before);
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

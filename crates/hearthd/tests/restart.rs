@@ -156,12 +156,7 @@ async fn a_restarted_hearthd_finds_its_sandboxes() {
         "hearthd did not stop cleanly on SIGTERM: {status}"
     );
     reap_orphans();
-    assert_eq!(before.leaked(&env.snapshot()), Vec::<String>::new());
-    assert!(
-        env.leftover_cgroups().is_empty(),
-        "cgroups left: {:?}",
-        env.leftover_cgroups()
-    );
+    env.assert_clean(&before);
 }
 
 /// Agents orphaned by the killed hearthd are reparented to this test

@@ -136,6 +136,14 @@ impl Env {
         p
     }
 
+    /// Asserts that nothing the test made is left: mounts, loop devices,
+    /// netns, links, processes, fds (against `before`) and cgroups.
+    pub fn assert_clean(&self, before: &Snapshot) {
+        assert_eq!(before.leaked(&self.snapshot()), Vec::<String>::new());
+        let cgroups = self.leftover_cgroups();
+        assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+    }
+
     /// Cgroup dirs left under this test's parent, in any v1 hierarchy.
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
