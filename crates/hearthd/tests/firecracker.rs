@@ -790,3 +790,67 @@ async fn a_restarted_backend_adopts_and_destroys_from_the_handle() {
         .collect();
     assert!(leaked.is_empty(), "{leaked:#?}");
 }
+
+/// The pod's scratch disk is in its slot at boot (Firecracker refuses PATCH
+/// before InstanceStart, and a PATCH after it would race the agent's mount
+/// against the guest seeing the new size): here from another filesystem
+/// (/dev/shm), so it is bind-mounted into the jail. attach_drive("scratch")
+/// then only tells the core where it is; destroy leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scratch_disk_is_in_its_slot_at_boot() {
+    let Some(fc) = prerequisites("the_scratch_disk_is_in_its_slot_at_boot") else {
+        return;
+    };
+    let mut env = Env::new();
+    env.config.firecracker = fc_config(&fc, true);
+    let before = env.snapshot();
+    let shm = tempfile::Builder::new()
+        .prefix("hearth-scratch")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let scratch = shm.path().join("scratch.img");
+    std::fs::File::create(&scratch)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let backend = FirecrackerBackend::new(&env.config);
+    let mut spec = boot_spec(env.path(), 1, 128, "");
+    spec.scratch = Some(scratch.clone());
+    let mut handle = backend.boot(&spec).await.expect("boot");
+    let info = vm_info(&handle).unwrap();
+    let api = FirecrackerClient::new(&info.api_socket);
+    let cfg = api.vm_config().await.unwrap();
+    let d = cfg.drives.iter().find(|d| d.drive_id == "scratch").unwrap();
+    assert_eq!(d.path_on_host.as_deref(), Some("/scratch.drive"));
+    assert_eq!(d.is_read_only, Some(false));
+    let jailed = info
+        .instance_dir
+        .clone()
+        .expect("jailed")
+        .join("root/scratch.drive");
+    assert_eq!(
+        std::fs::metadata(&jailed).unwrap().len(),
+        16 << 20,
+        "the jail holds the pod's scratch disk, not a placeholder"
+    );
+    let loc = backend
+        .attach_drive(
+            &mut handle,
+            &Drive {
+                id: "scratch".into(),
+                path: scratch.clone(),
+                read_only: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(loc, DeviceLocator::Path("/dev/vda".into()));
+    backend.destroy(&handle).await.expect("destroy");
+    assert!(
+        scratch.exists(),
+        "destroy must not delete the pod's scratch disk (the core does)"
+    );
+    assert!(vmms_under(env.path()).is_empty());
+    assert!(jails_left(&env).is_empty(), "{:?}", jails_left(&env));
+    assert_eq!(before.leaked(&env.snapshot()), Vec::<String>::new());
+}

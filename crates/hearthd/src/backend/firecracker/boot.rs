@@ -43,6 +43,9 @@ impl FirecrackerBackend {
                 !slot.read_only,
             );
         }
+        if let (Some(scratch), Some((_, jail_path))) = (&spec.scratch, &slots[0].attached) {
+            s = s.file(scratch, jail_path, true);
+        }
         if let Some(ns) = &spec.netns {
             s = s.netns(ns);
         }
@@ -118,7 +121,12 @@ impl FirecrackerBackend {
                 drive_id: slot.id.clone(),
                 is_root_device: false,
                 is_read_only: Some(slot.read_only),
-                path_on_host: Some(slot.placeholder.clone()),
+                path_on_host: Some(
+                    slot.attached
+                        .as_ref()
+                        .map_or(&slot.placeholder, |(_, path)| path)
+                        .clone(),
+                ),
                 ..Default::default()
             })
             .await
@@ -182,6 +190,17 @@ impl FirecrackerBackend {
                 attached: None,
             })
             .collect();
+        // The pod's scratch disk goes in its slot at boot: PATCH is refused
+        // before InstanceStart, and a PATCH after boot would race the
+        // agent's mount against the guest noticing the new size.
+        let mut slots = slots;
+        if let Some(scratch) = &spec.scratch {
+            let api_path = match jailed {
+                true => "/scratch.drive".to_owned(),
+                false => scratch.display().to_string(),
+            };
+            slots[0].attached = Some(("scratch".to_owned(), api_path));
+        }
         let files: Vec<PathBuf> = slots
             .iter()
             .map(|s| placeholders.join(format!("{}.img", s.id)))
