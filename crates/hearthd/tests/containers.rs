@@ -62,6 +62,25 @@ async fn create(
     .map(|r| r.into_inner().container_id)
 }
 
+/// Runs a pod whose containers log under `<env>/pod-logs`; returns its
+/// id, its config (CreateContainer sends it again) and the log directory.
+async fn run_pod_with_logs(
+    c: &mut RuntimeServiceClient<Channel>,
+    env: &Env,
+    name: &str,
+) -> (String, cri::PodSandboxConfig, std::path::PathBuf) {
+    let logs = env.path().join("pod-logs");
+    let mut pod_config = pod(name, &env.cgroup_parent);
+    pod_config.log_directory = logs.to_string_lossy().into_owned();
+    let pod_id = c
+        .run_pod_sandbox(run_request(pod_config.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    (pod_id, pod_config, logs)
+}
+
 /// Creates and starts a container and waits for it to exit.
 async fn run_to_exit(
     c: &mut RuntimeServiceClient<Channel>,
@@ -256,15 +275,7 @@ async fn containers_through_the_cri() {
     let mut c = daemon.client.clone();
     let before = env.snapshot();
 
-    let logs = env.path().join("pod-logs");
-    let mut pod_config = pod("ctr", &env.cgroup_parent);
-    pod_config.log_directory = logs.to_string_lossy().into_owned();
-    let pod_id = c
-        .run_pod_sandbox(run_request(pod_config.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let (pod_id, pod_config, logs) = run_pod_with_logs(&mut c, &env, "ctr").await;
 
     // 1. The image's entrypoint + args (args override cmd), its env merged
     //    with the CRI's, its workdir and user; output to both streams.
@@ -824,15 +835,7 @@ async fn a_running_container_survives_a_hearthd_restart() {
         .unwrap();
     let before = env.snapshot();
     let mut c = RuntimeServiceClient::new(ch);
-    let logs = env.path().join("pod-logs");
-    let mut pod_config = pod("restart", &env.cgroup_parent);
-    pod_config.log_directory = logs.to_string_lossy().into_owned();
-    let pod_id = c
-        .run_pod_sandbox(run_request(pod_config.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let (pod_id, pod_config, logs) = run_pod_with_logs(&mut c, &env, "restart").await;
     let mut cfg = container("writer", &image);
     cfg.command = vec![
         "/bin/sh".into(),

@@ -234,10 +234,8 @@ async fn jailed_vm_is_configured_up_to_instance_start() {
     env.config.firecracker = fc_config(&fc, true);
     let before = env.snapshot();
     // The pod's cgroup, as the manager would have made it (cpu hierarchy).
-    let parent = format!("{}/pod-direct", env.cgroup_parent.trim_start_matches('/'));
-    let cpu = Path::new("/sys/fs/cgroup/cpu");
-    let cgroups = cpu.is_dir() && std::fs::create_dir_all(cpu.join(&parent)).is_ok();
-    let _cleanup = CgroupCleanup(cpu.join(env.cgroup_parent.trim_start_matches('/')));
+    let (parent, cgroups, _cleanup) = pod_cgroup(&env, "pod-direct");
+    let cpu = Path::new(CPU_HIERARCHY);
     let backend = FirecrackerBackend::new(&env.config);
     backend.check().expect("usable with allow_pvm");
 
@@ -424,6 +422,20 @@ async fn jailed_vm_is_configured_up_to_instance_start() {
 
 /// Removes a test's cgroup tree (empty dirs only) even when the test
 /// panics half-way; the asserts check the backend's own cleanup first.
+/// The host's v1 cpu hierarchy (the jailer's cgroup is checked there).
+const CPU_HIERARCHY: &str = "/sys/fs/cgroup/cpu";
+
+/// The pod's cgroup in the v1 cpu hierarchy, as the manager would have
+/// made it: its path relative to the hierarchy, whether it could be made
+/// (no v1 cpu hierarchy: false), and a guard that removes the test's tree.
+fn pod_cgroup(env: &Env, name: &str) -> (String, bool, CgroupCleanup) {
+    let parent = format!("{}/{name}", env.cgroup_parent.trim_start_matches('/'));
+    let cpu = Path::new(CPU_HIERARCHY);
+    let made = cpu.is_dir() && std::fs::create_dir_all(cpu.join(&parent)).is_ok();
+    let cleanup = CgroupCleanup(cpu.join(env.cgroup_parent.trim_start_matches('/')));
+    (parent, made, cleanup)
+}
+
 struct CgroupCleanup(PathBuf);
 
 impl Drop for CgroupCleanup {
@@ -714,10 +726,8 @@ async fn a_restarted_backend_adopts_and_destroys_from_the_handle() {
     let mut env = Env::new();
     env.config.firecracker = fc_config(&fc, true);
     let before = env.snapshot();
-    let parent = format!("{}/pod-restart", env.cgroup_parent.trim_start_matches('/'));
-    let cpu = Path::new("/sys/fs/cgroup/cpu");
-    let cgroups = cpu.is_dir() && std::fs::create_dir_all(cpu.join(&parent)).is_ok();
-    let _cleanup = CgroupCleanup(cpu.join(env.cgroup_parent.trim_start_matches('/')));
+    let (parent, cgroups, _cleanup) = pod_cgroup(&env, "pod-restart");
+    let cpu = Path::new(CPU_HIERARCHY);
     let spec = boot_spec(env.path(), 1, 128, if cgroups { &parent } else { "" });
     let first = FirecrackerBackend::new(&env.config);
     let mut handle = first.boot(&spec).await.expect("boot");
