@@ -13,6 +13,8 @@
 //! - [`drives`]: block devices (`MountDrive`, `UnmountDrive`).
 //! - [`reaper`]: reaps every child; exit statuses for watched pids.
 //! - [`container`]: containers (rootfs overlay, namespaces, exec, logs).
+//! - [`volumes`]: the kubelet's volumes copied into the guest.
+//! - [`net`]: the guest's network interfaces (VM mode).
 //!
 //! The binary (`main.rs`) only calls [`main`].
 #![warn(missing_docs)]
@@ -24,9 +26,11 @@ pub mod handshake;
 pub mod init;
 pub mod lifecycle;
 pub mod listen;
+pub mod net;
 pub mod reaper;
 pub mod sandbox;
 pub mod server;
+pub mod volumes;
 
 use std::process::ExitCode;
 

@@ -26,8 +26,10 @@ use crate::container::{ContainerError, Containers};
 use crate::drives::{DriveError, Drives};
 use crate::init::chain;
 use crate::listen::Conn;
+use crate::net::NetError;
 use crate::reaper::Reaper;
 use crate::sandbox::{self, SandboxError};
+use crate::volumes::{VolumeError, Volumes};
 
 /// Where the agent runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +61,7 @@ pub struct AgentService {
     #[allow(dead_code)]
     reaper: Reaper,
     containers: Arc<Containers>,
+    volumes: Arc<Volumes>,
 }
 
 impl AgentService {
@@ -69,6 +72,7 @@ impl AgentService {
         reaper: Reaper,
         shutdown: watch::Sender<bool>,
     ) -> AgentService {
+        let volumes = Arc::new(Volumes::default());
         AgentService {
             mode,
             started: Instant::now(),
@@ -78,7 +82,9 @@ impl AgentService {
             containers: Arc::new(Containers::new(
                 reaper.clone(),
                 crate::container::Paths::default(),
+                volumes.clone(),
             )),
+            volumes,
             reaper,
         }
     }
@@ -248,6 +254,96 @@ impl Agent for AgentService {
         let c = self.containers.get(&id).map_err(container_status)?;
         Ok(Response::new(c.logs().stream()))
     }
+
+    async fn update_container_resources(
+        &self,
+        req: Request<v1::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<v1::UpdateContainerResourcesResponse>, Status> {
+        let req = req.into_inner();
+        let containers = self.containers.clone();
+        blocking(move || {
+            containers
+                .update_resources(&req.container_id, req.resources.unwrap_or_default())
+                .map_err(container_status)
+        })
+        .await?;
+        Ok(Response::new(v1::UpdateContainerResourcesResponse {}))
+    }
+
+    async fn sync_volume(
+        &self,
+        req: Request<v1::SyncVolumeRequest>,
+    ) -> Result<Response<v1::SyncVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let volumes = self.volumes.clone();
+        blocking(move || volumes.sync(&req).map_err(volume_status)).await?;
+        Ok(Response::new(v1::SyncVolumeResponse {}))
+    }
+
+    async fn create_empty_dir(
+        &self,
+        req: Request<v1::CreateEmptyDirRequest>,
+    ) -> Result<Response<v1::CreateEmptyDirResponse>, Status> {
+        let req = req.into_inner();
+        let volumes = self.volumes.clone();
+        blocking(move || volumes.create_empty_dir(&req).map_err(volume_status)).await?;
+        Ok(Response::new(v1::CreateEmptyDirResponse {}))
+    }
+
+    async fn read_volume_file(
+        &self,
+        req: Request<v1::ReadVolumeFileRequest>,
+    ) -> Result<Response<v1::ReadVolumeFileResponse>, Status> {
+        let req = req.into_inner();
+        let volumes = self.volumes.clone();
+        let r = blocking(move || volumes.read_file(&req).map_err(volume_status)).await?;
+        Ok(Response::new(r))
+    }
+
+    async fn remove_volume(
+        &self,
+        req: Request<v1::RemoveVolumeRequest>,
+    ) -> Result<Response<v1::RemoveVolumeResponse>, Status> {
+        let name = req.into_inner().name;
+        let volumes = self.volumes.clone();
+        blocking(move || volumes.remove(&name).map_err(volume_status)).await?;
+        Ok(Response::new(v1::RemoveVolumeResponse {}))
+    }
+
+    async fn configure_network(
+        &self,
+        req: Request<v1::ConfigureNetworkRequest>,
+    ) -> Result<Response<v1::ConfigureNetworkResponse>, Status> {
+        if self.mode == Mode::Namespaces {
+            return Err(Status::failed_precondition(
+                "the namespaces backend's network is configured on the host",
+            ));
+        }
+        crate::net::configure(req.into_inner())
+            .await
+            .map_err(net_status)?;
+        Ok(Response::new(v1::ConfigureNetworkResponse {}))
+    }
+}
+
+fn volume_status(err: VolumeError) -> Status {
+    let msg = chain(&err);
+    match err {
+        VolumeError::Invalid { .. } => Status::invalid_argument(msg),
+        VolumeError::NotFound(_) => Status::not_found(msg),
+        VolumeError::Unsupported(_) => Status::unimplemented(msg),
+        VolumeError::Io { .. } => Status::internal(msg),
+    }
+}
+
+fn net_status(err: NetError) -> Status {
+    let msg = chain(&err);
+    match err {
+        NetError::Invalid { .. } => Status::invalid_argument(msg),
+        NetError::Unsupported(_) => Status::unimplemented(msg),
+        NetError::NoInterface(_) => Status::failed_precondition(msg),
+        NetError::System { .. } => Status::internal(msg),
+    }
 }
 
 fn container_status(err: ContainerError) -> Status {
@@ -259,6 +355,7 @@ fn container_status(err: ContainerError) -> Status {
         ContainerError::State { .. } | ContainerError::Start { .. } => {
             Status::failed_precondition(msg)
         }
+        ContainerError::Unsupported(_) => Status::unimplemented(msg),
         ContainerError::Io { .. } => Status::internal(msg),
     }
 }
@@ -379,6 +476,23 @@ mod tests {
         assert_eq!(ok.mode, "namespaces");
         assert_eq!(ok.pid, std::process::id());
         assert!(!ok.kernel_release.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_namespaces_agent_leaves_the_network_to_the_host() {
+        let (tx, _rx) = watch::channel(false);
+        let svc = AgentService::new(
+            Mode::Namespaces,
+            Arc::new(Drives::default()),
+            Reaper::new(),
+            tx,
+        );
+        let err = svc
+            .configure_network(Request::new(v1::ConfigureNetworkRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert!(err.message().contains("configured on the host"));
     }
 
     #[tokio::test]

@@ -15,7 +15,8 @@
 //! - `commands/`: `info` (version, info), `pods` (runp, pods, inspectp,
 //!   stopp, rmp), `images` (pull with per-layer progress, images, images
 //!   prune, inspecti, rmi, imagefsinfo),
-//!   `containers` (ps, create, start, stop, rm, inspect, exec), `logs`, and
+//!   `containers` (ps, create, start, stop, rm, inspect, exec), `logs`,
+//!   `run` (a Pod manifest through the kubelet's CRI calls), and
 //!   `guest` (guest build, doctor: host-side, no hearthd needed);
 //!   `commands/mod.rs` holds id-prefix resolution and per-id error reporting.
 #![forbid(unsafe_code)]
@@ -32,7 +33,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{containers, guest, images, info, logs, pods, AlreadyReported};
+use commands::{containers, guest, images, info, logs, pods, run, AlreadyReported};
 use output::{parse_duration, Output};
 
 /// A CRI client for hearthd.
@@ -101,6 +102,9 @@ enum Command {
     Logs(logs::LogsArgs),
     /// Run a command in a container; exits with its exit code.
     Exec(containers::ExecArgs),
+    /// Run a Kubernetes Pod manifest (with its Secrets, ConfigMaps) as the
+    /// kubelet would, print its state and logs.
+    Run(run::RunArgs),
     /// Guest bundle (kernel + agent initramfs) for the VM backends.
     Guest(guest::GuestArgs),
     /// Which backends can run on this host, and why not (no hearthd needed).
@@ -168,6 +172,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspect(args) => containers::inspect(&cri, args, out).await?,
         Command::Logs(args) => logs::logs(&cri, args).await?,
         Command::Exec(args) => return containers::exec(&cri, args, out).await,
+        Command::Run(args) => return run::run(&cri, args, out).await,
         Command::Guest(_) | Command::Doctor(_) => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)

@@ -69,6 +69,9 @@ pub struct Config {
     pub qemu: crate::backend::qemu::QemuConfig,
     /// Registries: mirrors, plain-HTTP hosts, credentials.
     pub registry: hearth_image::RegistryConfig,
+    /// The kubelet's volumes: where they are, which host paths may be
+    /// copied into pods.
+    pub volumes: hearth_runtime::container::volumes::VolumePolicy,
 }
 
 /// One runtime handler (RuntimeClass `handler`).
@@ -104,6 +107,9 @@ pub struct NamespacesConfig {
     /// The static hearth-agent binary. Empty: `hearth-agent` beside the
     /// hearthd executable.
     pub agent_binary: PathBuf,
+    /// Run privileged containers (off: there they would be root on the
+    /// node, not in a VM).
+    pub allow_privileged: bool,
 }
 
 /// Pod networking.
@@ -161,6 +167,7 @@ impl Default for Config {
             firecracker: Default::default(),
             qemu: Default::default(),
             registry: Default::default(),
+            volumes: Default::default(),
         }
     }
 }
@@ -268,6 +275,7 @@ impl Config {
         self.registry
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("registry: {e}")))?;
+        self.volumes.validate().map_err(ConfigError::Invalid)?;
         self.sizing
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))
@@ -326,5 +334,23 @@ mod tests {
         c.runtime_handlers.remove("weird");
         c.root = "relative".into();
         assert!(c.validate().unwrap_err().to_string().contains("root"));
+    }
+
+    #[test]
+    fn volume_policy_is_validated() {
+        let mut c = Config::default();
+        c.volumes.kubelet_root_dir = "kubelet".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("volumes.kubelet_root_dir"), "{err}");
+        c.volumes.kubelet_root_dir = "/var/lib/kubelet".into();
+        c.volumes.host_path_allow_list = vec!["/".into()];
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("host_path_allow_list"), "{err}");
+        c.volumes.host_path_allow_list = vec!["/srv/shared".into()];
+        c.volumes.max_volume_bytes = 64 << 20;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("max_volume_bytes"), "{err}");
+        let err = toml::from_str::<Config>("[volumes]\nallow_list = []").unwrap_err();
+        assert!(err.to_string().contains("allow_list"), "{err}");
     }
 }

@@ -40,6 +40,8 @@ pub struct Runtime {
     pub sandboxes: Arc<SandboxManager>,
     /// Images.
     pub images: Arc<hearth_image::ImageStore>,
+    /// What may be mounted into containers (`[volumes]`).
+    pub volumes: hearth_runtime::container::volumes::VolumePolicy,
 }
 
 /// Builds the core from the config: the image store, backends, network,
@@ -53,13 +55,16 @@ pub async fn build(config: &Config) -> anyhow::Result<Runtime> {
     Ok(Runtime {
         sandboxes: build_sandboxes(config).await?,
         images: Arc::new(images),
+        volumes: config.volumes.clone(),
     })
 }
 
 async fn build_sandboxes(config: &Config) -> anyhow::Result<Arc<SandboxManager>> {
-    let mut backends: Vec<Arc<dyn SandboxBackend>> = vec![Arc::new(
-        backend::namespaces::NamespacesBackend::new(config.agent_binary()),
-    )];
+    let mut backends: Vec<Arc<dyn SandboxBackend>> =
+        vec![Arc::new(backend::namespaces::NamespacesBackend::new(
+            config.agent_binary(),
+            config.namespaces.allow_privileged,
+        ))];
     backends.extend(backend::firecracker::backends(config));
     backends.extend(backend::qemu::backends(config));
     let network = Arc::new(network::HostNetworks::new(
@@ -95,7 +100,7 @@ pub async fn serve(
     runtime: Runtime,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let cri = cri::Cri::new(runtime.sandboxes, runtime.images);
+    let cri = cri::Cri::new(runtime.sandboxes, runtime.images, runtime.volumes);
     let admin = admin::server(&cri);
     let runtime = RuntimeServiceServer::from_arc(cri.clone())
         .max_decoding_message_size(MAX_CRI_MESSAGE_BYTES)

@@ -5,62 +5,22 @@
 //! leaks after RemovePodSandbox.
 
 mod common;
+#[path = "common/containers.rs"]
+mod ctr;
+#[path = "common/kubelet.rs"]
+mod kubelet;
 #[path = "../../image/tests/common/mod.rs"]
 mod registry;
 
 use std::time::{Duration, Instant};
 
 use common::*;
+use ctr::*;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use registry::{busybox_layer, tar_of, Comp, Layer, Layout, Registry, E};
 use tonic::transport::Channel;
 use tonic::Code;
-
-const EXITED: i32 = cri::ContainerState::ContainerExited as i32;
-const RUNNING: i32 = cri::ContainerState::ContainerRunning as i32;
-/// Marks this run's long-running test processes, to find leftovers
-/// (a sleep duration unique to this test process).
-fn marker() -> String {
-    (700_000 + std::process::id()).to_string()
-}
-
-fn spec(image: &str) -> Option<cri::ImageSpec> {
-    Some(cri::ImageSpec {
-        image: image.into(),
-        ..Default::default()
-    })
-}
-
-fn container(name: &str, image: &str) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: spec(image),
-        log_path: format!("{name}/0.log"),
-        labels: [("container".to_string(), name.to_string())].into(),
-        annotations: [("note".to_string(), format!("about {name}"))].into(),
-        ..Default::default()
-    }
-}
-
-async fn create(
-    c: &mut RuntimeServiceClient<Channel>,
-    pod: &str,
-    config: cri::ContainerConfig,
-    sandbox: &cri::PodSandboxConfig,
-) -> Result<String, tonic::Status> {
-    c.create_container(cri::CreateContainerRequest {
-        pod_sandbox_id: pod.into(),
-        config: Some(config),
-        sandbox_config: Some(sandbox.clone()),
-    })
-    .await
-    .map(|r| r.into_inner().container_id)
-}
 
 /// Runs a pod whose containers log under `<env>/pod-logs`; returns its
 /// id, its config (CreateContainer sends it again) and the log directory.
@@ -79,77 +39,6 @@ async fn run_pod_with_logs(
         .into_inner()
         .pod_sandbox_id;
     (pod_id, pod_config, logs)
-}
-
-/// Creates and starts a container and waits for it to exit.
-async fn run_to_exit(
-    c: &mut RuntimeServiceClient<Channel>,
-    pod: &str,
-    config: cri::ContainerConfig,
-    sandbox: &cri::PodSandboxConfig,
-) -> (String, cri::ContainerStatus) {
-    let id = create(c, pod, config, sandbox).await.unwrap();
-    c.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    let s = wait_state(c, &id, EXITED).await;
-    (id, s)
-}
-
-async fn remove(c: &mut RuntimeServiceClient<Channel>, id: impl Into<String>) {
-    c.remove_container(cri::RemoveContainerRequest {
-        container_id: id.into(),
-    })
-    .await
-    .unwrap();
-}
-
-async fn status(c: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
-    c.container_status(cri::ContainerStatusRequest {
-        container_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .status
-    .unwrap()
-}
-
-async fn wait_state(
-    c: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-    state: i32,
-) -> cri::ContainerStatus {
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = status(c, id).await;
-        if s.state == state {
-            return s;
-        }
-        assert!(
-            Instant::now() < end,
-            "{id} never reached state {state}: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn exec(
-    c: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-    cmd: &[&str],
-    timeout: i64,
-) -> Result<cri::ExecSyncResponse, tonic::Status> {
-    c.exec_sync(cri::ExecSyncRequest {
-        container_id: id.into(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        timeout,
-    })
-    .await
-    .map(|r| r.into_inner())
 }
 
 async fn list(
@@ -194,60 +83,6 @@ fn parse_log_line(line: &str) -> (String, String, String) {
     assert!(stream == "stdout" || stream == "stderr", "{line}");
     assert!(tag == "F" || tag == "P", "{line}");
     (stream.into(), tag.into(), text.into())
-}
-
-/// The agents' logs, for failure messages.
-fn agent_logs(env: &Env) -> String {
-    let mut out = String::new();
-    for e in std::fs::read_dir(env.config.state.join("sandboxes"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        out.push_str(&std::fs::read_to_string(e.path().join("agent.log")).unwrap_or_default());
-    }
-    out
-}
-
-fn marker_processes() -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(&format!("sleep {}", marker())) && !cmd.contains("cargo") {
-                out.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
-            }
-        }
-    }
-    out
-}
-
-/// A registry on 127.0.0.1 with the busybox test image; its reference.
-fn registry_with_busybox() -> (Registry, String) {
-    let reg = Registry::start(None);
-    let mut layout = Layout::new();
-    // Entrypoint ["/bin/sh", "-c"], Cmd ["echo hi"], Env PATH=/bin A=b,
-    // WorkingDir /work, User 1000, StopSignal SIGINT.
-    // A second layer with the applets the test calls by name.
-    let applets = tar_of(&[
-        E::Dir("bin/"),
-        E::Sym("bin/echo", "busybox"),
-        E::Sym("bin/sleep", "busybox"),
-        E::Dir("tmp/"),
-    ]);
-    let built = layout.image(
-        &[
-            Layer::new(busybox_layer(), Comp::Gzip),
-            Layer::new(applets, Comp::None),
-        ],
-        "amd64",
-        "1000",
-        serde_json::json!({}),
-    );
-    layout.tag(&built.desc, "v1");
-    reg.push(layout.path(), "v1", "demo/busybox", &[]);
-    let image = format!("{}/demo/busybox:v1", reg.host());
-    (reg, image)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -601,6 +436,20 @@ async fn containers_through_the_cri() {
     let ps = String::from_utf8_lossy(&r.stdout);
     assert!(!ps.contains("hearth-agent"), "{ps}");
     assert!(ps.lines().any(|l| l.trim().starts_with("1 ")), "{ps}");
+    // A fresh signal state (the agent ignores SIGPIPE; its processes must
+    // not inherit that, or `yes | head` never ends).
+    let r = exec(
+        &mut c,
+        &stub_id,
+        &["/bin/busybox", "grep", "SigIgn", "/proc/self/status"],
+        5,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        "SigIgn:\t0000000000000000"
+    );
     let started = Instant::now();
     let e = exec(&mut c, &stub_id, &["/bin/busybox", "sleep", "30"], 1)
         .await
@@ -822,7 +671,9 @@ async fn a_running_container_survives_a_hearthd_restart() {
         return;
     }
     let (_reg, image) = registry_with_busybox();
-    let env = Env::new();
+    let mut env = Env::new();
+    let kubelet_root = env.path().join("kubelet");
+    env.config.volumes.kubelet_root_dir = kubelet_root.clone();
     let config = env.write_config();
     let mut hearthd = spawn_hearthd(&config, &env.path().join("hearthd-1.log"));
     let ch = connect(&env.config.address).await;
@@ -848,6 +699,24 @@ async fn a_running_container_survives_a_hearthd_restart() {
     })
     .await
     .unwrap();
+    // A container reading a secret: its watcher must come back with hearthd.
+    let uid = pod_config.metadata.as_ref().unwrap().uid.clone();
+    let secret = kubelet::volume_dir(&kubelet_root, &uid, "secret", "token");
+    kubelet::write_atomic(&secret, &[("key", "before")]);
+    let mut reader = container("reader", &image);
+    reader.command = vec!["/bin/busybox".into(), "sleep".into(), "600".into()];
+    reader.mounts = vec![cri::Mount {
+        container_path: "/secret".into(),
+        host_path: secret.to_string_lossy().into_owned(),
+        readonly: true,
+        ..Default::default()
+    }];
+    let reader_id = create(&mut c, &pod_id, reader, &pod_config).await.unwrap();
+    c.start_container(cri::StartContainerRequest {
+        container_id: reader_id.clone(),
+    })
+    .await
+    .unwrap();
     let log = logs.join("writer/0.log");
     let end = Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(&log)
@@ -860,6 +729,7 @@ async fn a_running_container_survives_a_hearthd_restart() {
     hearthd.kill().unwrap();
     hearthd.wait().unwrap();
     drop(c);
+    kubelet::write_atomic(&secret, &[("key", "during")]);
 
     let mut hearthd = spawn_hearthd(&config, &env.path().join("hearthd-2.log"));
     let mut c = RuntimeServiceClient::new(connect(&env.config.address).await);
@@ -868,6 +738,11 @@ async fn a_running_container_survives_a_hearthd_restart() {
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<String> = text.lines().map(|l| parse_log_line(l).2).collect();
     assert_eq!(lines, ["one", "two"], "{text}");
+    // An update made while hearthd was away, and one after: both arrive.
+    let cat = ["/bin/busybox", "cat", "/secret/key"];
+    wait_output(&mut c, &reader_id, &cat, "during").await;
+    kubelet::write_atomic(&secret, &[("key", "after")]);
+    wait_output(&mut c, &reader_id, &cat, "after").await;
 
     c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: pod_id,

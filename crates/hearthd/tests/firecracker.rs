@@ -13,11 +13,14 @@
 //! exit, and the cleanup after it.
 
 mod common;
+#[path = "common/firecracker.rs"]
+mod fcenv;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
+use fcenv::*;
 use hearth_firecracker::FirecrackerClient;
 use hearth_runtime::backend::{
     BackendError, BootSpec, DeviceLocator, Drive, Liveness, PodCgroupSpec, SandboxBackend,
@@ -27,86 +30,6 @@ use hearth_runtime::Id;
 use hearthd::backend::firecracker::{vm_info, FirecrackerBackend, FirecrackerConfig};
 use k8s_cri::v1 as cri;
 use tonic::Code;
-
-/// What the tests need from the host, or why they skip.
-struct Fc {
-    firecracker: PathBuf,
-    jailer: PathBuf,
-    seccomp: PathBuf,
-    guest_dir: PathBuf,
-}
-
-fn env_path(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var).map(PathBuf::from)
-}
-
-fn prerequisites(test: &str) -> Option<Fc> {
-    if hearth_test_support::skip_unless_root(test) {
-        return None;
-    }
-    let firecracker = env_path("HEARTH_FIRECRACKER").or_else(|| {
-        std::env::split_paths(&std::env::var_os("PATH")?)
-            .map(|d| d.join("firecracker"))
-            .find(|p| p.is_file())
-    });
-    let Some(firecracker) = firecracker else {
-        eprintln!("skipping {test}: no firecracker (set HEARTH_FIRECRACKER or put it on PATH)");
-        return None;
-    };
-    if !firecracker.is_file() {
-        eprintln!(
-            "skipping {test}: no firecracker at {}",
-            firecracker.display()
-        );
-        return None;
-    }
-    let dir = firecracker.parent().unwrap_or(Path::new("/")).to_owned();
-    let jailer = env_path("HEARTH_JAILER").unwrap_or_else(|| dir.join("jailer"));
-    let seccomp =
-        env_path("HEARTH_SECCOMP_FILTER").unwrap_or_else(|| dir.join("empty-seccomp.bpf"));
-    let guest_dir = env_path("HEARTH_GUEST_DIR")
-        .unwrap_or_else(|| std::env::temp_dir().join("hearth-guest-cache"));
-    for (what, p) in [
-        ("jailer (HEARTH_JAILER)", &jailer),
-        ("seccomp filter (HEARTH_SECCOMP_FILTER)", &seccomp),
-        (
-            "guest kernel (HEARTH_GUEST_DIR; `hearthctl guest build --work-dir <dir>`)",
-            &guest_dir.join("vmlinux"),
-        ),
-        ("guest initramfs", &guest_dir.join("initramfs.cpio")),
-    ] {
-        if !p.is_file() {
-            eprintln!("skipping {test}: no {what} at {}", p.display());
-            return None;
-        }
-    }
-    if !Path::new("/dev/kvm").exists() {
-        eprintln!("skipping {test}: no /dev/kvm");
-        return None;
-    }
-    Some(Fc {
-        firecracker,
-        jailer,
-        seccomp,
-        guest_dir,
-    })
-}
-
-fn fc_config(fc: &Fc, allow_pvm: bool) -> FirecrackerConfig {
-    FirecrackerConfig {
-        binary: fc.firecracker.clone(),
-        jailer: fc.jailer.clone(),
-        seccomp_filter: fc.seccomp.clone(),
-        guest_dir: fc.guest_dir.clone(),
-        allow_pvm,
-        ..FirecrackerConfig::default()
-    }
-}
-
-/// Whether this host's /dev/kvm is PVM (what the backend's check says).
-fn pvm_host() -> bool {
-    Path::new("/sys/module/kvm_pvm").exists()
-}
 
 /// Processes whose root (chroot) or command line is under `dir`.
 fn vmms_under(dir: &Path) -> Vec<String> {
@@ -860,6 +783,98 @@ async fn the_scratch_disk_is_in_its_slot_at_boot() {
         scratch.exists(),
         "destroy must not delete the pod's scratch disk (the core does)"
     );
+    assert!(vmms_under(env.path()).is_empty());
+    assert!(jails_left(&env).is_empty(), "{:?}", jails_left(&env));
+    assert_eq!(before.leaked(&env.snapshot()), Vec::<String>::new());
+}
+
+/// Runs a command, panicking with its output when it fails; returns stdout.
+fn cmd(args: &[&str]) -> String {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A pod with a network: the tap is made in the pod's netns owned by the
+/// VM's uid and gid (the jailed Firecracker opens it without
+/// CAP_NET_ADMIN), given to Firecracker before InstanceStart with the CNI
+/// interface's MAC, and gone after Stop + destroy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tap_is_owned_by_the_vm_uid_and_given_to_firecracker() {
+    let test = "the_tap_is_owned_by_the_vm_uid_and_given_to_firecracker";
+    let Some(fc) = prerequisites(test) else {
+        return;
+    };
+    let mut env = Env::new();
+    env.config.firecracker = fc_config(&fc, true);
+    let before = env.snapshot();
+    // The pod's netns with a CNI-like veth `eth0` (address, default route).
+    let netns = hearth_network::NetnsManager::new(env.config.network.netns_dir.clone());
+    let ns = netns.create("fcnet").unwrap();
+    let ns_s = ns.to_str().unwrap().to_owned();
+    let nsenter = format!("--net={ns_s}");
+    let outside = format!("hfo{}", std::process::id() % 100_000);
+    cmd(&[
+        "ip", "link", "add", "name", &outside, "type", "veth", "peer", "name", "eth0", "netns",
+        &ns_s,
+    ]);
+    let in_ns = |args: &[&str]| {
+        let mut a = vec!["nsenter", nsenter.as_str(), "ip"];
+        a.extend_from_slice(args);
+        cmd(&a)
+    };
+    in_ns(&["addr", "add", "10.231.9.2/24", "dev", "eth0"]);
+    in_ns(&["link", "set", "eth0", "up"]);
+    in_ns(&["route", "add", "default", "via", "10.231.9.1"]);
+    let veth = in_ns(&["-o", "link", "show", "eth0"]);
+
+    let backend = FirecrackerBackend::new(&env.config);
+    let mut spec = boot_spec(env.path(), 1, 128, "");
+    spec.netns = Some(ns.clone());
+    let handle = backend.boot(&spec).await.expect("boot");
+    let info = vm_info(&handle).unwrap();
+    let (tap, mac) = info.nic.clone().expect("a NIC");
+    assert_eq!(tap, "tap0");
+    assert!(
+        veth.contains(&mac),
+        "the guest takes the veth's MAC {mac}: {veth}"
+    );
+    let details = in_ns(&["-d", "link", "show", "tap0"]);
+    assert!(details.contains("tun type tap"), "{details}");
+    assert!(
+        details.contains(&format!("user {} group {}", info.uid, info.uid)),
+        "the tap is the VM's: {details}"
+    );
+    let api = FirecrackerClient::new(&info.api_socket);
+    assert!(api.instance_info().await.unwrap().is_running());
+    let cfg = api.vm_config().await.unwrap();
+    assert_eq!(cfg.network_interfaces.len(), 1, "{cfg:?}");
+    let nic = &cfg.network_interfaces[0];
+    assert_eq!(
+        (nic.iface_id.as_str(), nic.host_dev_name.as_str()),
+        ("eth0", "tap0")
+    );
+    assert_eq!(nic.guest_mac.as_deref(), Some(mac.as_str()));
+
+    backend
+        .stop(&handle, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let links = in_ns(&["-o", "link", "show"]);
+    assert!(!links.contains("tap0"), "tap left after stop: {links}");
+    backend.destroy(&handle).await.expect("destroy");
+    // Destroy again (a second Remove, or after a restart): nothing to do.
+    backend.destroy(&handle).await.expect("destroy twice");
+    let q = cmd(&["nsenter", &nsenter, "tc", "qdisc", "show", "dev", "eth0"]);
+    assert!(!q.contains("ingress"), "the redirect stayed: {q}");
+    netns.remove("fcnet").unwrap();
     assert!(vmms_under(env.path()).is_empty());
     assert!(jails_left(&env).is_empty(), "{:?}", jails_left(&env));
     assert_eq!(before.leaked(&env.snapshot()), Vec::<String>::new());

@@ -10,6 +10,8 @@
 //! Each test prints why it skips when something is missing.
 
 mod common;
+#[path = "common/qemu.rs"]
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,93 +19,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use hearth_agent_proto::AGENT_PORT;
 use hearth_runtime::agent::AgentClient;
-use hearthd::config::HandlerConfig;
 use k8s_cri::v1 as cri;
-
-const HANDLER: &str = "qemu";
-
-struct GuestBundle {
-    kernel: PathBuf,
-    initramfs: PathBuf,
-    release: String,
-}
-
-fn find_program(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|c| c.is_file())
-}
-
-/// Builds (or reuses) the bundle; `Err` says why the test must skip.
-fn prerequisites(test: &str) -> Result<GuestBundle, ()> {
-    let skip = |why: String| {
-        eprintln!("{test}: skipped: {why}");
-        Err(())
-    };
-    if hearth_test_support::skip_unless_root(test) {
-        return Err(());
-    }
-    let defaults = hearthd::backend::qemu::QemuConfig::default();
-    if find_program("qemu-system-x86_64").is_none() {
-        return skip("qemu-system-x86_64 not in PATH (apt-get install -t bookworm-backports qemu-system-x86)".into());
-    }
-    if !defaults.firmware.is_file() {
-        return skip(format!(
-            "{} missing (qemu-system-data)",
-            defaults.firmware.display()
-        ));
-    }
-    if find_program("vhost-device-vsock").is_none() {
-        return skip("vhost-device-vsock not in PATH (cargo install vhost-device-vsock)".into());
-    }
-    let agent = match hearth_test_support::agent_binary() {
-        Ok(a) => a,
-        Err(e) => return skip(format!("no static agent: {e}")),
-    };
-    static BUNDLE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = BUNDLE.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = std::env::temp_dir();
-    let kernel_deb = std::env::var_os("HEARTH_KERNEL_DEB")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::fs::read_dir(tmp.join("hearth-guest-cache/kernel"))
-                .ok()?
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        });
-    let spec = hearth_guest::BundleSpec {
-        kernel_deb,
-        ..hearth_guest::BundleSpec::new(tmp.join("hearth-qemu-bundle"), agent)
-    };
-    match hearth_guest::build(&spec) {
-        Ok(b) => Ok(GuestBundle {
-            kernel: b.vmlinux,
-            initramfs: b.initramfs,
-            release: b.kernel_release,
-        }),
-        Err(e) => skip(format!(
-            "cannot build the guest bundle: {}",
-            hearthd::cri::status::chain(&e)
-        )),
-    }
-}
-
-fn qemu_env(bundle: &GuestBundle) -> Env {
-    let mut env = Env::new();
-    env.config.runtime_handlers.insert(
-        HANDLER.into(),
-        HandlerConfig {
-            backend: "qemu".into(),
-        },
-    );
-    env.config.qemu.kernel = bundle.kernel.clone();
-    env.config.qemu.initramfs = bundle.initramfs.clone();
-    env.config.qemu.accel = "auto".into();
-    // TCG on a loaded 2-core machine: generous.
-    env.config.timeouts.boot_ms = 60_000;
-    env
-}
+use vm::*;
 
 fn request(name: &str, env: &Env) -> cri::RunPodSandboxRequest {
     cri::RunPodSandboxRequest {
@@ -306,6 +223,151 @@ async fn guest_panic_and_hung_boot_fail_run_with_the_reason_and_leave_nothing() 
     assert!(err.message().contains("within"), "{err:?}");
     daemon.shutdown().await;
     assert_eq!(before.leaked(&env.snapshot()), Vec::<String>::new());
+}
+
+/// Runs `ip <args>` in the network namespace at `netns`; (success, stdout).
+fn ip_in(netns: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .arg("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Whether a TCP SYN to `ip`:1 is answered (refused) within `within`: the
+/// answer is the guest kernel's RST, so the pod IP reaches the guest.
+async fn answers(ip: std::net::IpAddr, within: Duration) -> Result<(), String> {
+    let end = Instant::now() + within;
+    let mut last = String::new();
+    while Instant::now() < end {
+        let addr = std::net::SocketAddr::new(ip, 1);
+        match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+            .await
+        {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(()),
+            Ok(Ok(_)) => return Err(format!("something listens on {addr}")),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "timed out".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(last)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qemu_pod_answers_on_its_pod_ip_through_the_tap_and_leaves_no_tap() {
+    let test = "qemu_pod_network";
+    let Ok(bundle) = prerequisites(test) else {
+        return;
+    };
+    if find_program("nsenter").is_none() {
+        eprintln!("{test}: skipped: nsenter not in PATH (util-linux)");
+        return;
+    }
+    let env = qemu_env(&bundle);
+    let before = env.snapshot();
+    let daemon = Daemon::start(&env).await;
+    let mut c = daemon.client.clone();
+    let id = c
+        .run_pod_sandbox(request("net", &env))
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let (state, info) = common::info(&mut c, &id).await;
+    assert_eq!(state, READY, "{info}");
+    let ip: std::net::IpAddr = info["network"]["ips"][0].as_str().unwrap().parse().unwrap();
+    let netns = info["netns"].as_str().unwrap().to_owned();
+    let nic = &info["backendState"]["nic"];
+    assert_eq!(nic["tap"]["tap_name"], "tap0", "{info}");
+    let mac = nic["mac"].as_str().unwrap().to_owned();
+
+    // The tap is in the pod's netns, mirrored with the CNI veth, whose MAC
+    // the guest NIC took.
+    let (ok, tap) = ip_in(&netns, &["-d", "link", "show", "tap0"]);
+    assert!(ok && tap.contains("tun type tap"), "{tap}");
+    let (_, veth) = ip_in(&netns, &["link", "show", "eth0"]);
+    assert!(veth.contains(&mac), "{mac} not in {veth}");
+    // The guest configured its eth0 (the agent logs it on the console).
+    let serial = PathBuf::from(info["backendState"]["serial_log"].as_str().unwrap());
+    let console = std::fs::read_to_string(&serial).unwrap();
+    assert!(
+        console.contains("interface configured") && console.contains(&mac),
+        "{console}"
+    );
+
+    // The host reaches the pod IP over the test's bridge: the guest's
+    // kernel answers (RST; nothing listens in the guest).
+    let t = Instant::now();
+    if let Err(why) = answers(ip, Duration::from_secs(20)).await {
+        panic!("{ip} did not answer: {why}; console: {console}");
+    }
+    eprintln!("{test}: {ip} answered in {:?}", t.elapsed());
+
+    // Stop takes the tap with the VM (the netns stays until Remove).
+    c.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let (exists, links) = ip_in(&netns, &["-o", "link", "show"]);
+    assert!(exists, "the netns went at Stop");
+    assert!(!links.contains("tap0"), "tap left after Stop: {links}");
+    remove(&mut c, &id).await;
+    daemon.shutdown().await;
+    env.assert_clean(&before);
+}
+
+/// A tap that cannot be made (here: a link of that name is already in the
+/// pod's netns) fails the boot with an error naming it, before any process
+/// starts, and leaves the other link alone. Needs root only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tap_that_cannot_be_created_fails_the_boot_and_leaves_nothing() {
+    use hearth_runtime::backend::{BackendError, SandboxBackend};
+    let test = "qemu_tap_clash";
+    if hearth_test_support::skip_unless_root(test) {
+        return;
+    }
+    if find_program("nsenter").is_none() || !Path::new("/dev/net/tun").exists() {
+        eprintln!("{test}: skipped: needs nsenter and /dev/net/tun");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let netns = hearth_network::NetnsManager::new(dir.path().join("netns"));
+    let ns = netns.create("clash").unwrap();
+    let ns_s = ns.to_str().unwrap().to_owned();
+    assert!(ip_in(&ns_s, &["link", "add", "tap0", "type", "bridge"]).0);
+    let backend = hearthd::backend::qemu::QemuBackend::new(
+        hearthd::backend::qemu::QemuConfig::default(),
+        dir.path().join("root"),
+    );
+    let mut spec = bench_spec(dir.path(), "vm");
+    spec.netns = Some(ns.clone());
+    let err = backend.boot(&spec).await.unwrap_err();
+    assert!(matches!(err, BackendError::Network { .. }), "{err}");
+    let msg = hearthd::cri::status::chain(&err);
+    assert!(
+        msg.contains("tap0") && msg.contains("already exists"),
+        "{msg}"
+    );
+    let (ok, links) = ip_in(&ns_s, &["-d", "link", "show", "tap0"]);
+    assert!(
+        ok && links.contains("bridge"),
+        "the clashing link went: {links}"
+    );
+    let (_, all) = ip_in(&ns_s, &["-d", "-o", "link", "show"]);
+    assert!(!all.contains("tun type tap"), "a tap was left: {all}");
+    assert_eq!(
+        std::fs::read_dir(&spec.run_dir).unwrap().count(),
+        0,
+        "files left in the run dir"
+    );
+    netns.remove("clash").unwrap();
 }
 
 /// Kills a VM's processes if the test panics before its own clean-up.

@@ -27,7 +27,7 @@
 //! net    = Cni::setup(&PodNetworkRequest{..netns..})   Cni::teardown(&net, netns)
 //!          persist `net` (serde) with the sandbox     (teardown_unrecorded if never persisted)
 //! tap    = create_tap_redirect(netns, "eth0",         remove_tap_redirect(netns, "eth0", tap)
-//!                              tap, vmm_uid)           (firecracker backend only)
+//!                              tap, owner)             (VM backends, at boot / stop + destroy)
 //! ```
 //!
 //! Threads: namespace work always happens on a dedicated short-lived
@@ -59,4 +59,4 @@ pub use cni::{
 };
 pub use error::NetworkError;
 pub use netns::{run_in_netns, NetnsManager, DEFAULT_NETNS_DIR};
-pub use tap::{create_tap_redirect, remove_tap_redirect, TapInfo, TapRoute};
+pub use tap::{create_tap_redirect, derived_mac, remove_tap_redirect, TapInfo, TapOwner, TapRoute};

@@ -68,14 +68,34 @@ pub struct TapInfo {
     pub gateway6: Option<Ipv6Addr>,
 }
 
-/// Creates tap `tap_name` owned by `owner_uid` inside the namespace at
-/// `netns_path` and redirects all traffic between it and `cni_ifname`.
-/// On failure, the tap and the qdiscs added are removed again.
+/// Who may attach to a tap without `CAP_NET_ADMIN` (`TUNSETOWNER`,
+/// `TUNSETGROUP`): the VMM's uid and gid when it runs unprivileged (the
+/// jailer's Firecracker).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TapOwner {
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid; `None` sets no group.
+    pub gid: Option<u32>,
+}
+
+impl TapOwner {
+    /// Only `uid` (and root) may attach.
+    pub fn uid(uid: u32) -> TapOwner {
+        TapOwner { uid, gid: None }
+    }
+}
+
+/// Creates tap `tap_name` owned by `owner` (`None`: only processes with
+/// `CAP_NET_ADMIN` may attach) inside the namespace at `netns_path` and
+/// redirects all traffic between it and `cni_ifname`. A link already named
+/// `tap_name` is an error and is left alone. On failure, the tap and the
+/// qdiscs added are removed again.
 pub async fn create_tap_redirect(
     netns_path: &Path,
     cni_ifname: &str,
     tap_name: &str,
-    owner_uid: u32,
+    owner: Option<TapOwner>,
 ) -> Result<TapInfo, NetworkError> {
     check_ifname("cni_ifname", cni_ifname)?;
     check_ifname("tap_name", tap_name)?;
@@ -86,7 +106,13 @@ pub async fn create_tap_redirect(
     );
     in_netns(netns_path, async move {
         let handle = connect(&ns)?;
-        match setup(&handle, &ns, &cni, &tap, owner_uid).await {
+        if get_link(&handle, &tap).await?.is_some() {
+            return Err(NetworkError::InvalidRequest {
+                field: "tap_name",
+                reason: format!("a link named {tap} already exists in {}", ns.display()),
+            });
+        }
+        match setup(&handle, &ns, &cni, &tap, owner).await {
             Ok(info) => Ok(info),
             Err(e) => {
                 teardown(&handle, &cni, &tap).await;
@@ -162,7 +188,7 @@ async fn setup(
     netns: &Path,
     cni: &str,
     tap: &str,
-    uid: u32,
+    owner: Option<TapOwner>,
 ) -> Result<TapInfo, NetworkError> {
     let cni_link = get_link(handle, cni)
         .await?
@@ -170,15 +196,9 @@ async fn setup(
             ifname: cni.to_string(),
             netns: netns.to_path_buf(),
         })?;
-    if get_link(handle, tap).await?.is_some() {
-        return Err(NetworkError::InvalidRequest {
-            field: "tap_name",
-            reason: format!("{tap} already exists in {}", netns.display()),
-        });
-    }
     let cni_index = cni_link.header.index;
     let (mac, mtu) = link_mac_mtu(&cni_link);
-    create_persistent_tap(tap, uid).map_err(|e| NetworkError::io("create tap", tap, e))?;
+    create_persistent_tap(tap, owner).map_err(|e| NetworkError::io("create tap", tap, e))?;
     let tap_index = get_link(handle, tap)
         .await?
         .ok_or(NetworkError::LinkNotFound {
@@ -247,7 +267,7 @@ async fn setup(
         Some(IpAddr::V6(g)) => Some(g),
         _ => None,
     };
-    tracing::debug!(tap, cni, uid, "tap redirect set up");
+    tracing::debug!(tap, cni, ?owner, "tap redirect set up");
     Ok(TapInfo {
         tap_name: tap.to_string(),
         cni_ifname: cni.to_string(),
@@ -402,9 +422,9 @@ fn check_ifname(field: &'static str, name: &str) -> Result<(), NetworkError> {
         })
 }
 
-/// Creates a persistent tap named `name` owned by `uid` in the calling
+/// Creates a persistent tap named `name` owned by `owner` in the calling
 /// thread's network namespace.
-fn create_persistent_tap(name: &str, uid: u32) -> io::Result<()> {
+fn create_persistent_tap(name: &str, owner: Option<TapOwner>) -> io::Result<()> {
     let tun = OpenOptions::new()
         .read(true)
         .write(true)
@@ -417,21 +437,57 @@ fn create_persistent_tap(name: &str, uid: u32) -> io::Result<()> {
     if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: TUNSETOWNER and TUNSETPERSIST take an integer argument by
-    // value; `tun` is attached to the device just created.
+    // SAFETY: TUNSETOWNER, TUNSETGROUP and TUNSETPERSIST take an integer
+    // argument by value; `tun` is attached to the device just created.
     let set = |op, arg: libc::c_ulong| unsafe { libc::ioctl(tun.as_raw_fd(), op, arg) };
-    if set(libc::TUNSETOWNER, libc::c_ulong::from(uid)) < 0 || set(libc::TUNSETPERSIST, 1) < 0 {
-        let err = io::Error::last_os_error();
-        // Closing a non-persistent tap's only fd deletes it.
-        let _ = set(libc::TUNSETPERSIST, 0);
-        return Err(err);
+    let mut ok = true;
+    if let Some(o) = owner {
+        ok = set(libc::TUNSETOWNER, libc::c_ulong::from(o.uid)) >= 0;
+        if let (true, Some(gid)) = (ok, o.gid) {
+            ok = set(libc::TUNSETGROUP, libc::c_ulong::from(gid)) >= 0;
+        }
+    }
+    // Not persistent until everything else worked: closing the only fd of
+    // a non-persistent tap deletes it.
+    if !ok || set(libc::TUNSETPERSIST, 1) < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A locally administered unicast MAC derived from `seed` (FNV-1a), for a
+/// guest NIC when the CNI interface has no MAC of its own to give (an L3
+/// device): the same seed always gives the same address.
+pub fn derived_mac(seed: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    // 0x02: locally administered, not multicast.
+    let bytes = [(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]];
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_macs_are_stable_local_unicast() {
+        let a = derived_mac(b"0123456789ab");
+        assert_eq!(a, derived_mac(b"0123456789ab"));
+        assert_ne!(a, derived_mac(b"0123456789ac"));
+        assert_eq!(a.len(), 17, "{a}");
+        let first = u8::from_str_radix(&a[..2], 16).unwrap();
+        assert_eq!(first & 0x01, 0, "multicast bit set: {a}");
+        assert_eq!(first & 0x02, 0x02, "not locally administered: {a}");
+    }
 
     #[test]
     fn interface_names_are_checked() {

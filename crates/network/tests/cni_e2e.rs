@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{fetch, must, require, run, serve_once, unique, LinkGuard, Namespaces};
 use hearth_network::{
     create_tap_redirect, remove_tap_redirect, run_in_netns, Cni, CniConfig, NetworkError,
-    PodNetwork, PodNetworkRequest, PortMapping, Protocol,
+    PodNetwork, PodNetworkRequest, PortMapping, Protocol, TapOwner,
 };
 
 const PLUGINS: &str = "/usr/lib/cni";
@@ -244,7 +244,7 @@ async fn two_pods_reach_each_other_port_mapping_works_and_teardown_frees_all() {
 
     // The firecracker backend's tap on the CNI interface: what the guest
     // needs matches the CNI result.
-    let info = create_tap_redirect(&req_a.netns_path, "eth0", "tap0", 4242)
+    let info = create_tap_redirect(&req_a.netns_path, "eth0", "tap0", Some(TapOwner::uid(4242)))
         .await
         .unwrap();
     assert_eq!(info.ips, net_a.ips());

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{in_ns, must, require, run, unique, LinkGuard, Namespaces};
-use hearth_network::{create_tap_redirect, remove_tap_redirect, run_in_netns, NetworkError};
+use hearth_network::{
+    create_tap_redirect, remove_tap_redirect, run_in_netns, NetworkError, TapOwner,
+};
 
 const ETHERTYPE: [u8; 2] = [0x88, 0xb5]; // IEEE local experimental
 const OWNER: u32 = 12345;
@@ -178,7 +180,11 @@ async fn tap_redirect_mirrors_frames_both_ways_and_is_removed() {
         "10.231.7.1",
     ]);
 
-    let info = create_tap_redirect(&ns, "eth0", "tap0", OWNER)
+    let owner = TapOwner {
+        uid: OWNER,
+        gid: Some(OWNER + 1),
+    };
+    let info = create_tap_redirect(&ns, "eth0", "tap0", Some(owner))
         .await
         .unwrap();
     let (_, link) = in_ns(&ns, &["ip", "-o", "link", "show", "eth0"]);
@@ -197,6 +203,10 @@ async fn tap_redirect_mirrors_frames_both_ways_and_is_removed() {
 
     let (_, tap) = in_ns(&ns, &["ip", "-d", "link", "show", "tap0"]);
     assert!(tap.contains(&format!("user {OWNER}")), "tap owner: {tap}");
+    assert!(
+        tap.contains(&format!("group {}", OWNER + 1)),
+        "tap group: {tap}"
+    );
     assert!(tap.contains("persist on"), "{tap}");
     for (dev, to) in [("eth0", "tap0"), ("tap0", "eth0")] {
         let (_, f) = in_ns(&ns, &["tc", "filter", "show", "dev", dev, "ingress"]);
@@ -278,7 +288,7 @@ async fn tap_failures_leave_nothing() {
     };
     let mut nss = Namespaces::new();
     let ns = nss.create(&unique("tapfail"));
-    let err = create_tap_redirect(&ns, "eth9", "tap0", OWNER)
+    let err = create_tap_redirect(&ns, "eth9", "tap0", Some(TapOwner::uid(OWNER)))
         .await
         .unwrap_err();
     assert!(matches!(err, NetworkError::LinkNotFound { .. }), "{err}");
@@ -286,9 +296,32 @@ async fn tap_failures_leave_nothing() {
     let (_, links) = in_ns(&ns, &["ip", "-o", "link", "show"]);
     assert!(!links.contains("tap0"), "{links}");
 
+    // A name clash is an error naming the tap, and the link that was there
+    // first stays.
+    let ns_s = ns.to_str().unwrap().to_string();
+    must(&[
+        "nsenter",
+        &format!("--net={ns_s}"),
+        "ip",
+        "link",
+        "add",
+        "tap0",
+        "type",
+        "bridge",
+    ]);
+    let err = create_tap_redirect(&ns, "eth0", "tap0", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NetworkError::InvalidRequest { .. }) && err.to_string().contains("tap0"),
+        "{err}"
+    );
+    let (exists, _) = in_ns(&ns, &["ip", "link", "show", "tap0"]);
+    assert!(exists, "the clashing link was removed");
+
     // A missing namespace: create fails naming it, removal is a no-op.
     let gone = Path::new("/nonexistent/netns");
-    let err = create_tap_redirect(gone, "eth0", "tap0", OWNER)
+    let err = create_tap_redirect(gone, "eth0", "tap0", Some(TapOwner::uid(OWNER)))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/netns"), "{err}");

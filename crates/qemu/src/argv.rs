@@ -46,6 +46,17 @@ pub struct BootDrive {
     pub read_only: bool,
 }
 
+/// The VM's network card: virtio-net on the virtio-mmio bus over an
+/// existing tap, which QEMU opens by name in its own network namespace
+/// (the pod's). No helper scripts run (`script=no,downscript=no`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    /// The tap's name (in QEMU's network namespace).
+    pub tap: String,
+    /// The guest's MAC, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+}
+
 /// Everything one VM's command line depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmArgs {
@@ -79,6 +90,8 @@ pub struct VmArgs {
     /// PCIe root ports for drives hot-plugged later (`pcie=on`; the
     /// ports are `hp0`, `hp1`, ...). 0 leaves PCIe off.
     pub hotplug_ports: u32,
+    /// The network card, if the pod has a network.
+    pub nic: Option<Nic>,
     /// Enable QEMU's seccomp sandbox (`-sandbox on,...`).
     pub seccomp: bool,
     /// Appended to the kernel command line.
@@ -179,6 +192,18 @@ impl VmArgs {
                 id = d.id
             ));
         }
+        if let Some(nic) = &self.nic {
+            push("-netdev");
+            push(&format!(
+                "tap,id=net0,ifname={},script=no,downscript=no",
+                opt_escape(&nic.tap)
+            ));
+            push("-device");
+            push(&format!(
+                "virtio-net-device,netdev=net0,mac={}",
+                opt_escape(&nic.mac)
+            ));
+        }
         for i in 0..self.hotplug_ports {
             push("-device");
             push(&format!(
@@ -252,6 +277,7 @@ mod tests {
                 read_only: false,
             }],
             hotplug_ports: 0,
+            nic: None,
             seccomp: true,
             extra_cmdline: String::new(),
         }
@@ -339,6 +365,22 @@ mod tests {
         assert_eq!(value_of(&a, "-cpu"), ["host"]);
         assert!(value_of(&a, "-sandbox").is_empty());
         assert!(!a.kernel_cmdline().contains("tsc_early_khz"));
+    }
+
+    #[test]
+    fn the_nic_is_virtio_net_on_an_existing_tap_without_scripts() {
+        let mut a = args();
+        assert!(value_of(&a, "-netdev").is_empty());
+        a.nic = Some(Nic {
+            tap: "tap0".into(),
+            mac: "0a:58:0a:01:02:03".into(),
+        });
+        assert_eq!(
+            value_of(&a, "-netdev"),
+            ["tap,id=net0,ifname=tap0,script=no,downscript=no"]
+        );
+        assert!(value_of(&a, "-device")
+            .contains(&"virtio-net-device,netdev=net0,mac=0a:58:0a:01:02:03".to_owned()));
     }
 
     #[test]

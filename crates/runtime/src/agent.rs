@@ -419,6 +419,20 @@ impl AgentClient {
         .await
     }
 
+    /// `ConfigureNetwork`: the guest NIC's name, MTU, addresses and routes
+    /// (VM backends).
+    pub async fn configure_network(
+        &self,
+        req: hearth_agent_proto::v1::ConfigureNetworkRequest,
+    ) -> Result<(), AgentError> {
+        let req = self.request(req);
+        self.call("ConfigureNetwork", |mut c| async move {
+            c.configure_network(req).await
+        })
+        .await
+        .map(drop)
+    }
+
     /// `MountDrive`: returns the guest's device node.
     pub async fn mount_drive(
         &self,
@@ -520,6 +534,24 @@ impl AgentClient {
             .map(|_| ())
     }
 
+    /// `UpdateContainerResources`: new cgroup limits for a created or
+    /// running container.
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: hearth_agent_proto::v1::ContainerResources,
+    ) -> Result<(), AgentError> {
+        let req = self.request(hearth_agent_proto::v1::UpdateContainerResourcesRequest {
+            container_id: id.to_owned(),
+            resources: Some(resources),
+        });
+        self.call("UpdateContainerResources", |mut c| async move {
+            c.update_container_resources(req).await
+        })
+        .await
+        .map(drop)
+    }
+
     /// `ExecSync`: collects the streamed output (each stream at most
     /// `req.max_output_bytes`, bounded by the protocol's cap) and the exit.
     /// The whole call is bounded by the exec's timeout plus the call
@@ -581,6 +613,58 @@ impl AgentClient {
             c.container_logs(req).await
         })
         .await
+    }
+
+    /// `SyncVolume`: makes the guest volume's tree equal to the one sent.
+    pub async fn sync_volume(
+        &self,
+        req: hearth_agent_proto::v1::SyncVolumeRequest,
+    ) -> Result<(), AgentError> {
+        let req = self.request(req);
+        self.call(
+            "SyncVolume",
+            |mut c| async move { c.sync_volume(req).await },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `CreateEmptyDir` (idempotent).
+    pub async fn create_empty_dir(
+        &self,
+        req: hearth_agent_proto::v1::CreateEmptyDirRequest,
+    ) -> Result<(), AgentError> {
+        let req = self.request(req);
+        self.call("CreateEmptyDir", |mut c| async move {
+            c.create_empty_dir(req).await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// `ReadVolumeFile`: at most `max_bytes` of a regular file of a volume.
+    pub async fn read_volume_file(
+        &self,
+        req: hearth_agent_proto::v1::ReadVolumeFileRequest,
+    ) -> Result<hearth_agent_proto::v1::ReadVolumeFileResponse, AgentError> {
+        let req = self.request(req);
+        self.call("ReadVolumeFile", |mut c| async move {
+            c.read_volume_file(req).await
+        })
+        .await
+    }
+
+    /// `RemoveVolume` (idempotent).
+    pub async fn remove_volume(&self, name: &str) -> Result<(), AgentError> {
+        let req = self.request(hearth_agent_proto::v1::RemoveVolumeRequest {
+            name: name.to_owned(),
+        });
+        self.call(
+            "RemoveVolume",
+            |mut c| async move { c.remove_volume(req).await },
+        )
+        .await
+        .map(drop)
     }
 }
 

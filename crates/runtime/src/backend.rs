@@ -157,6 +157,15 @@ pub enum BackendError {
         /// What went wrong.
         reason: String,
     },
+    /// The guest's network card could not be set up or removed (the tap
+    /// in the pod's netns).
+    #[error("{what}: {reason}")]
+    Network {
+        /// What was being done.
+        what: String,
+        /// The network module's error chain.
+        reason: String,
+    },
     /// The handle read back from the store is not this backend's.
     #[error("corrupt backend handle: {0}")]
     Handle(String),
@@ -188,6 +197,13 @@ pub trait SandboxBackend: Send + Sync {
         false
     }
 
+    /// Whether privileged containers may run: in a VM they are root in the
+    /// guest only; on the namespaces backend they would be root on the
+    /// node, so that backend allows them only when configured to.
+    fn allows_privileged(&self) -> bool {
+        true
+    }
+
     /// Boots the sandbox's guest with its agent. On error nothing the call
     /// started is left behind.
     async fn boot(&self, spec: &BootSpec) -> Result<BackendHandle, BackendError>;
@@ -198,6 +214,18 @@ pub trait SandboxBackend: Send + Sync {
         handle: &BackendHandle,
         deadline: Duration,
     ) -> Result<AgentClient, BackendError>;
+
+    /// Configures the guest's side of what `boot` gave it, once its agent
+    /// answers and before the sandbox is set up: the VM backends send the
+    /// guest NIC's addresses and routes (`ConfigureNetwork`). Called once
+    /// per boot. The default has nothing to configure.
+    async fn configure_guest(
+        &self,
+        _handle: &BackendHandle,
+        _agent: &AgentClient,
+    ) -> Result<(), BackendError> {
+        Ok(())
+    }
 
     /// Gives the guest a drive; returns how the guest finds it. The handle
     /// is updated with what must be undone later.

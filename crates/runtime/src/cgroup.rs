@@ -150,11 +150,17 @@ impl CgroupFs {
 }
 
 /// Removes cgroup directories created by [`CgroupFs::prepare`], deepest
-/// first; a directory still in use (EBUSY) or gone is left alone.
+/// first; a directory still in use (EBUSY) or gone is left alone. The
+/// pod's own cgroup (the deepest made in its hierarchy) loses its child
+/// cgroups first: the agent's per-container cgroups on the namespaces
+/// backend, empty once the pod's processes are gone.
 pub fn remove_created(created: &[PathBuf]) {
     let mut dirs: Vec<&PathBuf> = created.iter().collect();
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for d in dirs {
+        if !created.iter().any(|c| c != d && c.starts_with(d)) {
+            remove_children(d);
+        }
         match fs::remove_dir(d) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -165,6 +171,20 @@ pub fn remove_created(created: &[PathBuf]) {
             }
             Err(e) => {
                 tracing::warn!(dir = %d.display(), error = %e, "cgroup directory not removed")
+            }
+        }
+    }
+}
+
+/// Removes the child cgroups of `dir`, deepest first (best effort: one
+/// that still has processes stays, and so does `dir` then).
+fn remove_children(dir: &Path) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let child = e.path();
+            remove_children(&child);
+            if let Err(e) = fs::remove_dir(&child) {
+                tracing::debug!(dir = %child.display(), error = %e, "child cgroup not removed");
             }
         }
     }
@@ -304,6 +324,8 @@ mod tests {
         assert_eq!(created.len(), 4);
         // A fake tree has no kernel-made files, so the cpuset copy only
         // happens where the file exists; a real one is tested end to end.
+        // The agent's container cgroups inside the pod's go too.
+        fs::create_dir_all(root.join("memory/kubepods/pod-a/containers/abc")).unwrap();
         remove_created(&created);
         assert!(!root.join("memory/kubepods").exists());
         assert!(root.join("memory").exists());

@@ -260,6 +260,13 @@ impl SandboxManager {
         Ok((handler.to_owned(), backend.clone()))
     }
 
+    /// Whether the backend of pod `id` runs privileged containers.
+    pub fn allows_privileged(&self, record: &SandboxRecord) -> bool {
+        self.backends
+            .get(record.backend.as_str())
+            .is_some_and(|b| b.allows_privileged())
+    }
+
     /// RunPodSandbox: validates, sizes, creates the netns, the scratch disk
     /// and the guest, and sets the pod up through its agent. On any error
     /// every step taken is undone.
@@ -383,27 +390,36 @@ impl SandboxManager {
             }
             None => Default::default(),
         };
-        if !record.config.host_network() {
-            let netns = self.network.create_netns(&record.id).await?;
-            record.netns = Some(netns.clone());
-            self.persist(entry, record)?;
-            let state = self
-                .network
-                .setup(&record.id, &record.config, &netns)
-                .await?;
-            tracing::info!(ips = ?state.ips, "pod network attached");
-            record.network = Some(state);
-            self.persist(entry, record)?;
-        }
+        // The scratch disk is copied while the network is set up: neither
+        // needs the other, and both are on the path to the boot.
         let scratch = record.scratch.clone().expect("set above");
         let template = self.scratch.clone();
         let dir = run_dir.clone();
-        blocking(move || {
+        let scratch_copy = blocking(move || {
             std::fs::create_dir_all(&dir).map_err(crate::backend::BackendError::io(&dir))?;
             template.instantiate(&scratch)?;
             Ok::<_, RuntimeError>(())
-        })
-        .await?;
+        });
+        let network = async {
+            if !record.config.host_network() {
+                let netns = self.network.create_netns(&record.id).await?;
+                record.netns = Some(netns.clone());
+                self.persist(entry, record)?;
+                let state = self
+                    .network
+                    .setup(&record.id, &record.config, &netns)
+                    .await?;
+                tracing::info!(ips = ?state.ips, "pod network attached");
+                record.network = Some(state);
+                self.persist(entry, record)?;
+            }
+            Ok::<_, RuntimeError>(())
+        };
+        // Both finish before either error is returned: release() then
+        // finds no copy still running.
+        let (network, scratch_copy) = tokio::join!(network, scratch_copy);
+        network?;
+        scratch_copy?;
 
         let spec = BootSpec {
             id: record.id.clone(),
@@ -420,6 +436,8 @@ impl SandboxManager {
 
         let handle = record.backend_handle.as_mut().expect("set above");
         let agent = backend.connect_agent(handle, self.cfg.boot_timeout).await?;
+        // The guest's NIC (VM backends): before anything in the guest runs.
+        backend.configure_guest(handle, &agent).await?;
         let locator = backend
             .attach_drive(
                 handle,

@@ -22,6 +22,9 @@ use crate::reaper::ExitStatus;
 /// child may hold the pipes open).
 const DRAIN: Duration = Duration::from_secs(1);
 
+/// Numbers the exec spec files.
+static EXEC_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// What an exec produced.
 #[derive(Debug, Default)]
 pub struct ExecOutput {
@@ -95,10 +98,22 @@ impl Containers {
         if process.env.is_empty() {
             process.env = c.process().env.clone();
         }
-        // An exec never gets more than its container.
-        process.capabilities = c.process().capabilities.clone();
         let cap = req.max_output_bytes.min(MAX_EXEC_OUTPUT_BYTES) as usize;
-        let args = helper::exec_args(pid, &process.cwd, &user_args(&process), &process.args);
+        let spec = helper::ExecSpec {
+            pid,
+            process: c.exec_spec(
+                process.args.clone(),
+                process.cwd.clone(),
+                user_args(&process),
+            ),
+        };
+        let spec_path = c.run_dir().join(format!(
+            "exec-{}.json",
+            EXEC_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        helper::write_spec(&spec_path, &spec)
+            .map_err(io_err(format!("cannot write {}", spec_path.display())))?;
+        let args = helper::exec_args(&spec_path);
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (fail_r, fail_w) = pipe()?;
@@ -116,7 +131,10 @@ impl Containers {
                 .spawn_watched(|| spawn::clone_helper(0, &args, &env, &fds))
                 .map_err(|e| io_err("clone")(std::io::Error::other(e)))?;
             drop((null, out_w, err_w, fail_w));
-            Ok::<_, ContainerError>((pid, waiter, read_helper_error(fail_r)))
+            let failure = read_helper_error(fail_r);
+            // The helper has read its spec (it exec'd or failed).
+            let _ = std::fs::remove_file(&spec_path);
+            Ok::<_, ContainerError>((pid, waiter, failure))
         })
         .await
         .map_err(|e| io_err("exec task")(std::io::Error::other(e)))??;

@@ -8,9 +8,13 @@
 //!   so becomes the container's PID 1.
 //! - `container-exec`: joins a running container's pid and mount namespaces,
 //!   forks the command (dying with the helper), mirrors its exit status.
+//! - `pod-pause`: PID 1 of the pid namespace a pod's containers share when
+//!   the pod asks for one (reaps orphans, sleeps).
 //!
-//! Both report a failure before the exec as one line on fd 3 (close-on-exec,
-//! so a successful exec closes it silently) and exit 127.
+//! The agent writes each helper's spec ([`InitSpec`], [`ExecSpec`]) as a
+//! JSON file and passes its path. Both report a failure before the exec as
+//! one line on fd 3 (close-on-exec, so a successful exec closes it
+//! silently) and exit 127.
 
 use std::ffi::{CString, OsString};
 use std::fs;
@@ -25,11 +29,18 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{chdir, fork, pivot_root, ForkResult, Gid, Uid};
+use serde::{Deserialize, Serialize};
+
+use super::cgroup;
+use super::mounts::{self, BindMount};
+use super::seccomp::{self, SeccompSpec};
 
 /// First argument of the container init helper.
 pub const INIT: &str = "container-init";
 /// First argument of the exec helper.
 pub const EXEC: &str = "container-exec";
+/// First argument of the pod's pid namespace holder.
+pub const PAUSE: &str = "pod-pause";
 /// The fd a helper writes its error to.
 pub const ERROR_FD: RawFd = 3;
 /// Exit code of a helper that failed before the exec.
@@ -138,8 +149,8 @@ pub fn capability_set(add: &[String], drop: &[String]) -> Result<Vec<u32>, Strin
     Ok(set)
 }
 
-/// The user part of a helper's arguments.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The user part of a helper's spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserArgs {
     /// Numeric uid.
     pub uid: Option<u32>,
@@ -153,77 +164,86 @@ pub struct UserArgs {
     pub caps: Vec<u32>,
 }
 
-impl UserArgs {
-    /// As five argv words.
-    pub fn to_args(&self) -> Vec<String> {
-        vec![
-            self.uid.map(|u| u.to_string()).unwrap_or_default(),
-            self.username.clone(),
-            self.gid.map(|g| g.to_string()).unwrap_or_default(),
-            self.additional_gids
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-            self.caps
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-        ]
-    }
-
-    fn from_args(a: &[String]) -> Result<UserArgs, String> {
-        let num = |s: &str| -> Result<Option<u32>, String> {
-            if s.is_empty() {
-                Ok(None)
-            } else {
-                s.parse().map(Some).map_err(|_| format!("bad id {s:?}"))
-            }
-        };
-        let list = |s: &str| -> Result<Vec<u32>, String> {
-            s.split(',')
-                .filter(|s| !s.is_empty())
-                .map(|g| g.parse().map_err(|_| format!("bad number {g:?}")))
-                .collect()
-        };
-        Ok(UserArgs {
-            uid: num(&a[0])?,
-            username: a[1].clone(),
-            gid: num(&a[2])?,
-            additional_gids: list(&a[3])?,
-            caps: list(&a[4])?,
-        })
-    }
+/// What a helper makes of its process: everything between the namespace
+/// set-up and the `execve`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// argv (looked up in the env's `PATH` when `args[0]` has no '/').
+    pub args: Vec<String>,
+    /// Working directory (empty: `/`).
+    pub cwd: String,
+    /// User, groups and the capability bounding set.
+    pub user: UserArgs,
+    /// `PR_SET_NO_NEW_PRIVS` before the exec.
+    pub no_new_privs: bool,
+    /// The seccomp filter (unset: unconfined).
+    pub seccomp: Option<SeccompSpec>,
+    /// cgroup files (`cgroup.procs`) the helper writes itself into first.
+    pub cgroup_procs: Vec<PathBuf>,
 }
 
-/// argv (after the program name) of `container-init`.
-pub fn init_args(
-    rootfs: &Path,
-    cwd: &str,
-    user: &UserArgs,
-    read_only: bool,
-    args: &[String],
-) -> Vec<String> {
-    let mut v = vec![
-        INIT.to_owned(),
-        rootfs.to_string_lossy().into_owned(),
-        cwd.to_owned(),
-    ];
-    v.extend(user.to_args());
-    v.push(if read_only { "ro" } else { "rw" }.to_owned());
-    v.push("--".to_owned());
-    v.extend(args.iter().cloned());
-    v
+/// What `container-init` builds and runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitSpec {
+    /// The container's rootfs (an overlay mount point).
+    pub rootfs: PathBuf,
+    /// Remount the rootfs read-only.
+    pub read_only: bool,
+    /// Guest paths bound into the container, in order.
+    pub mounts: Vec<BindMount>,
+    /// Paths hidden from the container.
+    pub masked_paths: Vec<String>,
+    /// Paths made read-only.
+    pub readonly_paths: Vec<String>,
+    /// sysfs read-write (privileged containers).
+    pub sysfs_rw: bool,
+    /// The process.
+    pub process: ProcessSpec,
 }
 
-/// argv (after the program name) of `container-exec`.
-pub fn exec_args(pid: i32, cwd: &str, user: &UserArgs, args: &[String]) -> Vec<String> {
-    let mut v = vec![EXEC.to_owned(), pid.to_string(), cwd.to_owned()];
-    v.extend(user.to_args());
-    v.push("--".to_owned());
-    v.extend(args.iter().cloned());
-    v
+/// What `container-exec` runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// The container's init (its namespaces are joined).
+    pub pid: i32,
+    /// The process.
+    pub process: ProcessSpec,
+}
+
+/// argv (after the program name) of `container-init` reading `spec`.
+pub fn init_args(spec: &Path) -> Vec<String> {
+    vec![INIT.to_owned(), spec.to_string_lossy().into_owned()]
+}
+
+/// argv (after the program name) of `container-exec` reading `spec`.
+pub fn exec_args(spec: &Path) -> Vec<String> {
+    vec![EXEC.to_owned(), spec.to_string_lossy().into_owned()]
+}
+
+/// argv (after the program name) of the pod's pid namespace holder.
+pub fn pause_args() -> Vec<String> {
+    vec![PAUSE.to_owned()]
+}
+
+/// Writes a helper's spec (JSON) to `path`, readable by root only.
+pub fn write_spec<T: Serialize>(path: &Path, spec: &T) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let data = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(&data)
+}
+
+fn read_spec<T: for<'de> Deserialize<'de>>(args: &[String]) -> Result<T, String> {
+    let [path] = args else {
+        return Err("malformed helper arguments".into());
+    };
+    let data = fs::read(path).map_err(|e| format!("cannot read the spec {path}: {e}"))?;
+    serde_json::from_slice(&data).map_err(|e| format!("malformed spec {path}: {e}"))
 }
 
 /// If this process was started as a helper, runs it (never returns).
@@ -234,6 +254,7 @@ pub fn run_if_helper() {
     let res = match args.get(1).map(String::as_str) {
         Some(INIT) => init_main(&args[2..]),
         Some(EXEC) => exec_main(&args[2..]),
+        Some(PAUSE) => pause_main(),
         _ => return,
     };
     let msg = match res {
@@ -249,17 +270,6 @@ pub fn run_if_helper() {
 
 enum Never {}
 
-fn split_command(args: &[String], fixed: usize) -> Result<(&[String], &[String]), String> {
-    if args.len() < fixed + 2 || args[fixed] != "--" {
-        return Err("malformed helper arguments".into());
-    }
-    let cmd = &args[fixed + 1..];
-    if cmd.is_empty() {
-        return Err("no command given".into());
-    }
-    Ok((&args[..fixed], cmd))
-}
-
 fn set_cloexec_on_error_fd() {
     // SAFETY: fcntl on a plain fd number.
     unsafe { libc::fcntl(ERROR_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -267,56 +277,73 @@ fn set_cloexec_on_error_fd() {
 
 fn init_main(args: &[String]) -> Result<Never, String> {
     set_cloexec_on_error_fd();
-    let (fixed, cmd) = split_command(args, 8)?;
-    let rootfs = PathBuf::from(&fixed[0]);
-    let cwd = fixed[1].clone();
-    let user = UserArgs::from_args(&fixed[2..7])?;
-    let read_only = fixed[7] == "ro";
-    setup_rootfs(&rootfs, read_only)?;
-    let cred = resolve_user(&user, Path::new("/"))?;
-    drop_bounding_set(&user.caps)?;
-    if !cwd.is_empty() {
-        let _ = fs::create_dir_all(&cwd);
+    let spec: InitSpec = read_spec(args)?;
+    cgroup::join(&spec.process.cgroup_procs)?;
+    setup_rootfs(&spec)?;
+    if !spec.process.cwd.is_empty() {
+        // Created as root, before the user is taken (as runc does).
+        let _ = fs::create_dir_all(&spec.process.cwd);
+    }
+    become_process(&spec.process)
+}
+
+/// The end of both helpers, in the container's root: the user, the
+/// capability bounding set, no_new_privs and seccomp, then the exec.
+fn become_process(p: &ProcessSpec) -> Result<Never, String> {
+    let cred = resolve_user(&p.user, Path::new("/"))?;
+    drop_bounding_set(&p.user.caps)?;
+    let filter = p
+        .seccomp
+        .as_ref()
+        .map(|s| seccomp::compile_for(s, &p.user.caps))
+        .transpose()?;
+    if p.no_new_privs {
+        // SAFETY: prctl with constant arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(format!(
+                "cannot set no_new_privs: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    } else if let Some(f) = &filter {
+        // Without no_new_privs the kernel wants CAP_SYS_ADMIN to load a
+        // filter: load it while still root (runc's order).
+        seccomp::install(f)?;
     }
     apply_user(&cred)?;
-    if !cwd.is_empty() {
-        chdir(cwd.as_str()).map_err(|e| format!("cannot enter working directory {cwd}: {e}"))?;
+    if !p.cwd.is_empty() {
+        chdir(p.cwd.as_str())
+            .map_err(|e| format!("cannot enter working directory {}: {e}", p.cwd))?;
     }
-    exec(cmd)
+    if p.no_new_privs {
+        if let Some(f) = &filter {
+            seccomp::install(f)?;
+        }
+    }
+    exec(&p.args)
 }
 
 fn exec_main(args: &[String]) -> Result<Never, String> {
     set_cloexec_on_error_fd();
-    let (fixed, cmd) = split_command(args, 7)?;
-    let pid: i32 = fixed[0].parse().map_err(|_| "bad pid".to_owned())?;
-    let cwd = fixed[1].clone();
-    let user = UserArgs::from_args(&fixed[2..7])?;
+    let spec: ExecSpec = read_spec(args)?;
+    let pid = spec.pid;
     let ns = |name: &str| {
         fs::File::open(format!("/proc/{pid}/ns/{name}"))
             .map_err(|e| format!("container process {pid} is gone ({name} namespace: {e})"))
     };
     let pid_ns = ns("pid")?;
     let mnt_ns = ns("mnt")?;
+    cgroup::join(&spec.process.cgroup_procs)?;
     setns(&pid_ns, CloneFlags::CLONE_NEWPID).map_err(|e| format!("setns pid: {e}"))?;
     setns(&mnt_ns, CloneFlags::CLONE_NEWNS).map_err(|e| format!("setns mnt: {e}"))?;
     // setns into a mount namespace moves us to its root: the container's.
-    let cred = resolve_user(&user, Path::new("/"))?;
     // SAFETY: this helper is single-threaded.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
-            let res = (|| {
-                drop_bounding_set(&user.caps)?;
-                apply_user(&cred)?;
-                if !cwd.is_empty() {
-                    chdir(cwd.as_str())
-                        .map_err(|e| format!("cannot enter working directory {cwd}: {e}"))?;
-                }
-                // Dies with the helper (the agent kills it on timeout).
-                // SAFETY: prctl with constant arguments.
-                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-                exec(cmd)
-            })();
-            let Err(msg) = res;
+            // Dies with the helper (the agent kills it on timeout).
+            // SAFETY: prctl with constant arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            let Err(msg) = become_process(&spec.process);
             // SAFETY: see run_if_helper.
             let mut f = unsafe { fs::File::from_raw_fd(ERROR_FD) };
             let _ = f.write_all(msg.as_bytes());
@@ -338,15 +365,31 @@ fn exec_main(args: &[String]) -> Result<Never, String> {
     }
 }
 
-fn mnt_err(what: &str, target: &Path, e: nix::Error) -> String {
+/// PID 1 of the pod's shared pid namespace: reaps what is orphaned there
+/// and otherwise sleeps. As a namespace's init it only receives the
+/// signals it handles (none) from inside; the agent kills it.
+fn pause_main() -> Result<Never, String> {
+    set_cloexec_on_error_fd();
+    // SAFETY: closing fd 3: nothing to report once running.
+    unsafe { libc::close(ERROR_FD) };
+    loop {
+        match waitpid(None::<nix::unistd::Pid>, None) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            // No children: sleep until one is reparented here.
+            Err(_) => std::thread::sleep(std::time::Duration::from_secs(1)),
+        }
+    }
+}
+
+pub(super) fn mnt_err(what: &str, target: &Path, e: nix::Error) -> String {
     format!("cannot mount {what} on {}: {e}", target.display())
 }
 
-fn ensure_dir(p: &Path) -> Result<(), String> {
+pub(super) fn ensure_dir(p: &Path) -> Result<(), String> {
     fs::create_dir_all(p).map_err(|e| format!("cannot create {}: {e}", p.display()))
 }
 
-fn ensure_file(p: &Path) -> Result<(), String> {
+pub(super) fn ensure_file(p: &Path) -> Result<(), String> {
     if let Some(parent) = p.parent() {
         ensure_dir(parent)?;
     }
@@ -360,9 +403,11 @@ fn ensure_file(p: &Path) -> Result<(), String> {
     }
 }
 
-/// Mounts /proc, /dev, /sys and the pod's /etc files on `rootfs` (already
-/// an overlay mount point), then pivots into it.
-fn setup_rootfs(rootfs: &Path, read_only: bool) -> Result<(), String> {
+/// Mounts /proc, /dev, /sys, the pod's /etc files and the volumes on the
+/// rootfs (already an overlay mount point), pivots into it, then masks
+/// and write-protects what the spec says.
+fn setup_rootfs(spec: &InitSpec) -> Result<(), String> {
+    let rootfs = spec.rootfs.as_path();
     mount(
         None::<&str>,
         "/",
@@ -382,56 +427,53 @@ fn setup_rootfs(rootfs: &Path, read_only: bool) -> Result<(), String> {
     for f in &etc_present {
         ensure_file(&rootfs.join("etc").join(f))?;
     }
-    if read_only {
-        mount(
-            None::<&str>,
-            rootfs,
-            None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-            None::<&str>,
-        )
-        .map_err(|e| mnt_err("read-only root", rootfs, e))?;
-    }
     let pseudo = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = rootfs.join("proc");
     mount(Some("proc"), &proc_dir, Some("proc"), pseudo, None::<&str>)
         .map_err(|e| mnt_err("proc", &proc_dir, e))?;
     let sys = rootfs.join("sys");
-    if let Err(e) = mount(
-        Some("sysfs"),
-        &sys,
-        Some("sysfs"),
-        pseudo | MsFlags::MS_RDONLY,
-        None::<&str>,
-    ) {
+    let sys_flags = if spec.sysfs_rw {
+        pseudo
+    } else {
+        pseudo | MsFlags::MS_RDONLY
+    };
+    if let Err(e) = mount(Some("sysfs"), &sys, Some("sysfs"), sys_flags, None::<&str>) {
         // Not fatal (as in the agent's own root).
         eprintln!("hearth: no /sys in the container: {e}");
     }
     setup_dev(&rootfs.join("dev"))?;
     for f in &etc_present {
-        let src = Path::new("/etc").join(f);
-        let dst = rootfs.join("etc").join(f);
-        mount(
-            Some(&src),
-            &dst,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| mnt_err(&src.display().to_string(), &dst, e))?;
         // The pod's files are the agent's: read-only in the container.
-        let _ = mount(
-            None::<&str>,
-            &dst,
-            None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-            None::<&str>,
-        );
+        mounts::bind(
+            &Path::new("/etc").join(f),
+            &rootfs.join("etc").join(f),
+            true,
+        )?;
+    }
+    for m in &spec.mounts {
+        mounts::bind_into(rootfs, m)?;
     }
     chdir(rootfs).map_err(|e| format!("chdir {}: {e}", rootfs.display()))?;
     pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
     chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    for p in &spec.masked_paths {
+        mounts::mask(Path::new(p))?;
+    }
+    for p in &spec.readonly_paths {
+        mounts::read_only(Path::new(p))?;
+    }
+    if spec.read_only {
+        // Only the root mount: /dev, /proc and the volumes keep their own.
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| mnt_err("read-only root", Path::new("/"), e))?;
+    }
     Ok(())
 }
 
@@ -609,7 +651,40 @@ pub fn lookup(cmd: &str, path: &str) -> Option<PathBuf> {
         })
 }
 
+/// Gives the process the signal state a fresh program expects: every
+/// disposition default (the agent, as a Rust program, ignores SIGPIPE, and
+/// an ignored signal stays ignored across exec) and nothing blocked.
+fn reset_signals() {
+    // The kernel's `struct sigaction` on x86_64: handler, flags, restorer,
+    // mask; all zero is SIG_DFL. Through the raw syscall, because glibc
+    // refuses its reserved signals (32, 33), which may be ignored too.
+    let default = [0u64; 4];
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction with a valid struct and no old-action
+        // pointer; a default disposition runs no code of ours.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            )
+        };
+    }
+    // SAFETY: an empty set, unblocking everything in this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
 fn exec(cmd: &[String]) -> Result<Never, String> {
+    reset_signals();
     let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_owned());
     let prog = lookup(&cmd[0], &path).ok_or_else(|| {
         format!(
@@ -699,26 +774,40 @@ mod tests {
     }
 
     #[test]
-    fn helper_arguments_round_trip() {
-        let u = UserArgs {
-            uid: Some(1),
-            username: String::new(),
-            gid: None,
-            additional_gids: vec![3, 4],
-            caps: vec![0, 21],
+    fn specs_round_trip_through_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = InitSpec {
+            rootfs: "/r".into(),
+            read_only: true,
+            mounts: vec![BindMount {
+                source: "/run/hearth/volumes/v".into(),
+                destination: "/data".into(),
+                read_only: true,
+            }],
+            process: ProcessSpec {
+                args: vec!["sh".into()],
+                user: UserArgs {
+                    uid: Some(1),
+                    additional_gids: vec![3, 4],
+                    caps: vec![0, 21],
+                    ..Default::default()
+                },
+                no_new_privs: true,
+                ..Default::default()
+            },
+            ..Default::default()
         };
-        let a = u.to_args();
-        assert_eq!(UserArgs::from_args(&a).unwrap(), u);
-        let v = init_args(Path::new("/r"), "/w", &u, true, &["sh".into()]);
-        let (fixed, cmd) = split_command(&v[1..], 8).unwrap();
-        assert_eq!(fixed[0], "/r");
-        assert_eq!(UserArgs::from_args(&fixed[2..7]).unwrap(), u);
-        assert_eq!(fixed[7], "ro");
-        assert_eq!(cmd, ["sh".to_owned()]);
-        assert!(split_command(&v[1..3], 8).is_err());
-        let v = exec_args(7, "/w", &u, &["id".into()]);
-        let (fixed, _) = split_command(&v[1..], 7).unwrap();
-        assert_eq!(UserArgs::from_args(&fixed[2..7]).unwrap(), u);
+        let path = dir.path().join("init.json");
+        write_spec(&path, &spec).unwrap();
+        let args = init_args(&path);
+        assert_eq!(args[0], INIT);
+        let back: InitSpec = read_spec(&args[1..]).unwrap();
+        assert_eq!(back, spec);
+        assert!(read_spec::<InitSpec>(&[]).is_err());
+        fs::write(&path, b"{").unwrap();
+        assert!(read_spec::<InitSpec>(&args[1..])
+            .unwrap_err()
+            .contains("malformed spec"));
     }
 
     #[test]

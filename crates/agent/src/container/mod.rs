@@ -7,15 +7,20 @@
 //! this binary as [`helper`] `container-init` to build the mounts, pivot
 //! and exec. The pod's uts, ipc and network namespaces are the agent's
 //! own; the agent's pid namespace is never shared, so no container sees or
-//! signals PID 1.
+//! signals PID 1. Containers that ask for the pod's pid namespace share one
+//! the agent creates for them (held by a `pod-pause` helper).
 //!
 //! Layout: [`helper`] (the re-executed helpers), [`spawn`] (clone + exec),
-//! [`logs`] (bounded stdout/stderr backlog), [`exec`] (`ExecSync`), and here
-//! the registry and the lifecycle RPCs.
+//! [`mounts`] (volumes, masked and read-only paths), [`seccomp`],
+//! [`cgroup`] (limits, OOM), [`logs`] (bounded stdout/stderr backlog),
+//! [`exec`] (`ExecSync`), and here the registry and the lifecycle RPCs.
 
+pub mod cgroup;
 pub mod exec;
 pub mod helper;
 pub mod logs;
+pub mod mounts;
+pub mod seccomp;
 pub mod spawn;
 
 use std::collections::HashMap;
@@ -27,7 +32,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hearth_agent_proto::v1::{
-    ContainerProcess, ContainerState as ProtoState, CreateContainerRequest, WaitContainerResponse,
+    seccomp_profile, ContainerProcess, ContainerResources, ContainerState as ProtoState,
+    CreateContainerRequest, WaitContainerResponse,
 };
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::signal::{kill, Signal};
@@ -36,7 +42,10 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::reaper::{ExitStatus, Reaper};
-use helper::UserArgs;
+use crate::volumes::{VolumeError, Volumes};
+use helper::{InitSpec, ProcessSpec, UserArgs};
+use mounts::BindMount;
+use seccomp::SeccompSpec;
 
 /// Longest container id.
 const MAX_ID: usize = 64;
@@ -80,6 +89,9 @@ pub enum ContainerError {
         /// Why (e.g. executable file not found).
         message: String,
     },
+    /// The agent cannot do what was asked.
+    #[error("{0}")]
+    Unsupported(String),
     /// A system call failed.
     #[error("{what}")]
     Io {
@@ -156,7 +168,10 @@ pub struct Container {
     run_dir: PathBuf,
     scratch_dir: PathBuf,
     process: ContainerProcess,
-    read_only: bool,
+    /// What its init helper gets (the process part from `process`).
+    init: InitSpec,
+    /// Joins the pod's pid namespace.
+    pod_pid_namespace: bool,
     state: Mutex<State>,
     exited: watch::Sender<bool>,
     logs: logs::LogQueue,
@@ -195,6 +210,7 @@ impl Container {
                 },
                 started_at_ns: started,
                 finished_at_ns: finished,
+                oom_killed: cgroup::oom_killed(&self.id),
             },
         }
     }
@@ -216,13 +232,39 @@ impl Container {
     pub fn logs(&self) -> &logs::LogQueue {
         &self.logs
     }
+
+    /// The process spec an exec in this container gets: `args`, its
+    /// own cwd/user, and the container's confinement (capabilities,
+    /// no_new_privs, seccomp, cgroup). An exec never gets more.
+    pub fn exec_spec(&self, args: Vec<String>, cwd: String, user: UserArgs) -> ProcessSpec {
+        let c = &self.init.process;
+        ProcessSpec {
+            args,
+            cwd,
+            user: UserArgs {
+                caps: c.user.caps.clone(),
+                ..user
+            },
+            no_new_privs: c.no_new_privs,
+            seccomp: c.seccomp.clone(),
+            cgroup_procs: cgroup::procs(&self.id),
+        }
+    }
+
+    /// Where its helpers' spec files go.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
 }
 
 /// All containers of the pod.
 pub struct Containers {
     reaper: Reaper,
     paths: Paths,
+    volumes: Arc<Volumes>,
     map: Mutex<HashMap<String, Arc<Container>>>,
+    /// The pid of the pod's pid namespace holder, once one was needed.
+    pause: Mutex<Option<i32>>,
 }
 
 /// ns since the epoch.
@@ -291,7 +333,7 @@ pub fn validate_process(p: &ContainerProcess, need_cwd: bool) -> Result<(), Cont
 }
 
 /// The helper's user and capability arguments (the process is valid).
-fn user_args(p: &ContainerProcess) -> UserArgs {
+pub fn user_args(p: &ContainerProcess) -> UserArgs {
     let caps = match &p.capabilities {
         Some(c) => helper::capability_set(&c.add, &c.drop).unwrap_or_default(),
         None => helper::DEFAULT_CAPS.to_vec(),
@@ -335,11 +377,13 @@ pub fn read_helper_error(fd: OwnedFd) -> String {
 
 impl Containers {
     /// No containers yet.
-    pub fn new(reaper: Reaper, paths: Paths) -> Containers {
+    pub fn new(reaper: Reaper, paths: Paths, volumes: Arc<Volumes>) -> Containers {
         Containers {
             reaper,
             paths,
+            volumes,
             map: Mutex::new(HashMap::new()),
+            pause: Mutex::new(None),
         }
     }
 
@@ -365,6 +409,12 @@ impl Containers {
         validate_id(&req.container_id)?;
         let process = req.process.clone().unwrap_or_default();
         validate_process(&process, true)?;
+        if let Some(r) = &req.resources {
+            cgroup::check(r).map_err(|reason| ContainerError::Invalid {
+                field: "resources",
+                reason,
+            })?;
+        }
         let image = Path::new(&req.image_mountpoint);
         if !image.is_absolute() || !image.is_dir() {
             return Err(ContainerError::Invalid {
@@ -378,14 +428,18 @@ impl Containers {
         let id = req.container_id.clone();
         let run_dir = self.paths.run.join(&id);
         let scratch_dir = self.paths.scratch.join(&id);
+        let rootfs = run_dir.join("rootfs");
+        let mut init = self.init_spec(&req, &process)?;
+        init.rootfs = rootfs.clone();
         let (tx, _) = watch::channel(false);
         let container = Arc::new(Container {
             id: id.clone(),
-            rootfs: run_dir.join("rootfs"),
+            rootfs,
             run_dir,
             scratch_dir,
             process,
-            read_only: req.read_only_rootfs,
+            init,
+            pod_pid_namespace: req.pod_pid_namespace,
             state: Mutex::new(State::Created),
             exited: tx,
             logs: logs::LogQueue::new(),
@@ -397,13 +451,165 @@ impl Containers {
             }
             map.insert(id.clone(), container.clone());
         }
-        if let Err(e) = mount_rootfs(&container, image) {
+        let made = mount_rootfs(&container, image).and_then(|()| {
+            cgroup::create(&id, req.resources.as_ref())
+                .map_err(|e| io_err(format!("cgroup of {id}"))(io::Error::other(e)))
+        });
+        if let Err(e) = made {
             let _ = cleanup_rootfs(&container);
+            let _ = cgroup::remove(&id);
             self.map().remove(&id);
             return Err(e);
         }
         tracing::info!(container_id = %id, "container created");
         Ok(())
+    }
+
+    /// The init spec of a new container: mounts, confinement, process.
+    fn init_spec(
+        &self,
+        req: &CreateContainerRequest,
+        process: &ContainerProcess,
+    ) -> Result<InitSpec, ContainerError> {
+        let invalid = |field, reason: String| ContainerError::Invalid { field, reason };
+        let mut mounts = Vec::with_capacity(req.mounts.len());
+        for m in &req.mounts {
+            if !m.container_path.starts_with('/') || m.container_path.contains('\0') {
+                return Err(invalid(
+                    "mounts.container_path",
+                    format!("{:?} must be an absolute path", m.container_path),
+                ));
+            }
+            let source = self
+                .volumes
+                .source(&m.volume, &m.sub_path)
+                .map_err(|e| match e {
+                    VolumeError::Invalid { .. } => invalid("mounts", e.to_string()),
+                    _ => invalid(
+                        "mounts",
+                        format!("{} (sync the volume before creating the container)", e),
+                    ),
+                })?;
+            mounts.push(BindMount {
+                source,
+                destination: m.container_path.clone(),
+                read_only: m.read_only,
+            });
+        }
+        let sec = req.security.clone().unwrap_or_default();
+        for p in sec.masked_paths.iter().chain(&sec.readonly_paths) {
+            if !p.starts_with('/') {
+                return Err(invalid(
+                    "security.masked_paths/readonly_paths",
+                    format!("{p:?} must be an absolute path"),
+                ));
+            }
+        }
+        let seccomp = match sec.seccomp.and_then(|s| s.profile) {
+            _ if sec.privileged => None,
+            None => None,
+            Some(seccomp_profile::Profile::RuntimeDefault(_)) => Some(SeccompSpec::RuntimeDefault),
+            Some(seccomp_profile::Profile::Json(bytes)) => Some(SeccompSpec::Json(
+                String::from_utf8(bytes)
+                    .map_err(|_| invalid("security.seccomp", "the profile is not UTF-8".into()))?,
+            )),
+        };
+        if let Some(s) = &seccomp {
+            seccomp::compile(s).map_err(|reason| invalid("security.seccomp", reason))?;
+        }
+        let mut user = user_args(process);
+        if sec.privileged {
+            user.caps = helper::capability_set(&["ALL".to_owned()], &[])
+                .map_err(|reason| invalid("process.capabilities", reason))?;
+        }
+        Ok(InitSpec {
+            rootfs: PathBuf::new(),
+            read_only: req.read_only_rootfs,
+            mounts,
+            masked_paths: if sec.privileged {
+                Vec::new()
+            } else {
+                sec.masked_paths
+            },
+            readonly_paths: if sec.privileged {
+                Vec::new()
+            } else {
+                sec.readonly_paths
+            },
+            sysfs_rw: sec.privileged,
+            process: ProcessSpec {
+                args: process.args.clone(),
+                cwd: process.cwd.clone(),
+                user,
+                no_new_privs: sec.no_new_privs,
+                seccomp,
+                cgroup_procs: Vec::new(),
+            },
+        })
+    }
+
+    /// The pod's shared pid namespace (`/proc/<pause>/ns/pid`), made by
+    /// starting its holder the first time a container asks for it.
+    async fn pod_pid_namespace(&self) -> Result<fs::File, ContainerError> {
+        let known = *self.pause.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pid) = known {
+            if let Ok(f) = fs::File::open(format!("/proc/{pid}/ns/pid")) {
+                return Ok(f);
+            }
+        }
+        let (fail_r, fail_w) = pipe()?;
+        let null = dev_null()?;
+        let reaper = self.reaper.clone();
+        let pid = tokio::task::spawn_blocking(move || {
+            let fds = spawn::ChildFds {
+                stdin: &null,
+                stdout: &null,
+                stderr: &null,
+                error: &fail_w,
+            };
+            let (pid, _waiter) = reaper
+                .spawn_watched(|| {
+                    spawn::clone_helper(
+                        libc::CLONE_NEWPID | libc::CLONE_NEWNS,
+                        &helper::pause_args(),
+                        &[],
+                        &fds,
+                    )
+                })
+                .map_err(|e| io_err("clone")(io::Error::other(e)))?;
+            drop((null, fail_w));
+            let failure = read_helper_error(fail_r);
+            if !failure.is_empty() {
+                return Err(io_err("the pod's pid namespace")(io::Error::other(failure)));
+            }
+            Ok::<_, ContainerError>(pid.as_raw())
+        })
+        .await
+        .map_err(|e| io_err("pause task")(io::Error::other(e)))??;
+        *self.pause.lock().unwrap_or_else(|e| e.into_inner()) = Some(pid);
+        tracing::info!(pid, "pod pid namespace created");
+        fs::File::open(format!("/proc/{pid}/ns/pid")).map_err(io_err("the pod's pid namespace"))
+    }
+
+    /// `UpdateContainerResources` (blocking).
+    pub fn update_resources(
+        &self,
+        id: &str,
+        resources: ContainerResources,
+    ) -> Result<(), ContainerError> {
+        let c = self.get(id)?;
+        if matches!(*c.state(), State::Exited { .. }) {
+            return Err(ContainerError::State {
+                id: id.to_owned(),
+                state: "exited",
+            });
+        }
+        // Bad values, and limits the kernel refuses (e.g. below the
+        // memory in use), are the caller's to fix.
+        cgroup::update(id, &resources).map_err(|reason| ContainerError::Invalid {
+            field: "resources",
+            reason,
+        })
     }
 
     /// `StartContainer`: returns (pid, started).
@@ -420,15 +626,19 @@ impl Containers {
         let (err_r, err_w) = pipe()?;
         let (fail_r, fail_w) = pipe()?;
         let null = dev_null()?;
-        let args = helper::init_args(
-            &c.rootfs,
-            &c.process.cwd,
-            &user_args(&c.process),
-            c.read_only,
-            &c.process.args,
-        );
+        let mut spec = c.init.clone();
+        spec.process.cgroup_procs = cgroup::procs(&c.id);
+        let spec_path = c.run_dir.join("init.json");
+        helper::write_spec(&spec_path, &spec)
+            .map_err(io_err(format!("cannot write {}", spec_path.display())))?;
+        let args = helper::init_args(&spec_path);
         let env = c.process.env.clone();
         let reaper = self.reaper.clone();
+        let pod_pidns = if c.pod_pid_namespace {
+            Some(self.pod_pid_namespace().await?)
+        } else {
+            None
+        };
         let started = now_ns();
         let (pid, waiter, failure) = tokio::task::spawn_blocking(move || {
             let fds = spawn::ChildFds {
@@ -438,8 +648,16 @@ impl Containers {
                 error: &fail_w,
             };
             let (pid, waiter) = reaper
-                .spawn_watched(|| {
-                    spawn::clone_helper(libc::CLONE_NEWPID | libc::CLONE_NEWNS, &args, &env, &fds)
+                .spawn_watched(|| match &pod_pidns {
+                    Some(ns) => spawn::in_pid_namespace(ns, || {
+                        spawn::clone_helper(libc::CLONE_NEWNS, &args, &env, &fds)
+                    }),
+                    None => spawn::clone_helper(
+                        libc::CLONE_NEWPID | libc::CLONE_NEWNS,
+                        &args,
+                        &env,
+                        &fds,
+                    ),
                 })
                 .map_err(|e| io_err("clone")(io::Error::other(e)))?;
             drop((null, out_w, err_w, fail_w));
@@ -540,9 +758,12 @@ impl Containers {
             }
         }
         let cc = c.clone();
-        tokio::task::spawn_blocking(move || cleanup_rootfs(&cc))
-            .await
-            .map_err(|e| io_err("remove task")(io::Error::other(e)))??;
+        tokio::task::spawn_blocking(move || {
+            cleanup_rootfs(&cc)?;
+            cgroup::remove(&cc.id).map_err(|e| io_err("cgroup")(io::Error::other(e)))
+        })
+        .await
+        .map_err(|e| io_err("remove task")(io::Error::other(e)))??;
         c.logs.close();
         self.map().remove(id);
         tracing::info!(container_id = %id, "container removed");
@@ -641,7 +862,11 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_containers() {
-        let cs = Containers::new(Reaper::new(), Paths::default());
+        let cs = Containers::new(
+            Reaper::new(),
+            Paths::default(),
+            Arc::new(Volumes::default()),
+        );
         assert!(matches!(
             cs.start("nope").await,
             Err(ContainerError::NotFound(_))

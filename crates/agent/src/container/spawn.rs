@@ -126,3 +126,14 @@ pub fn clone_helper(
     }
     Ok(Pid::from_raw(pid as i32))
 }
+
+/// Runs `f` (which clones) with the calling thread's pid namespace for
+/// children set to `ns`, then restores the thread's own. Children cloned
+/// without `CLONE_NEWPID` in `f` start in `ns`.
+pub fn in_pid_namespace<T>(ns: &fs::File, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    let own = fs::File::open("/proc/thread-self/ns/pid")?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
+    let r = f();
+    nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
+    r
+}

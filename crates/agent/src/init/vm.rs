@@ -1,6 +1,7 @@
 //! VM mode: the agent is `/init` of the initramfs, PID 1 of the guest.
 //!
-//! Order: make sure stdio is the console; mount proc, sysfs, devtmpfs,
+//! Order: make sure stdio is the console; leave the initramfs's rootfs
+//! for a bind of it (so containers can pivot_root); mount proc, sysfs, devtmpfs,
 //! devpts, /dev/shm, /run, cgroup2; disable Ctrl-Alt-Del (it then arrives as
 //! SIGINT, handled like `Shutdown`); load the kernel modules listed in
 //! `/etc/hearth/modules`; serve on vsock; tear down; reboot (with
@@ -9,7 +10,7 @@
 
 use std::ffi::CStr;
 use std::fs::File;
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,6 +62,7 @@ fn run() {
 }
 
 fn setup() -> Result<(), InitError> {
+    leave_rootfs()?;
     // Essential: without these nothing works.
     for (src, target, fstype, flags, data) in [
         ("proc", "/proc", "proc", pseudo(), None),
@@ -108,6 +110,44 @@ fn setup() -> Result<(), InitError> {
         tracing::warn!(error = %err, "cannot disable Ctrl-Alt-Del");
     }
     load_modules();
+    Ok(())
+}
+
+/// Where the initramfs is bound before it is moved over `/`.
+const NEW_ROOT: &str = "/.hearth-root";
+
+/// The initramfs is the kernel's rootfs, which `pivot_root` cannot leave
+/// (EINVAL), so a container's init could not pivot into its rootfs. Binds
+/// it, moves the bind over `/` and chroots there (what `switch_root`
+/// does): `/` is then an ordinary mount, the same files, nothing copied.
+fn leave_rootfs() -> Result<(), InitError> {
+    let new = Path::new(NEW_ROOT);
+    let create = |source: io::Error| InitError::Create {
+        path: new.to_owned(),
+        source,
+    };
+    match std::fs::create_dir(new) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(create(e)),
+        _ => {}
+    }
+    let mount_err = |source: Errno| InitError::Mount {
+        fstype: "bind".into(),
+        target: PathBuf::from("/"),
+        source: source.into(),
+    };
+    nix::mount::mount(
+        Some("/"),
+        new,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(mount_err)?;
+    nix::unistd::chdir(new).map_err(|e| create(e.into()))?;
+    nix::mount::mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(mount_err)?;
+    nix::unistd::chroot(".").map_err(|e| create(e.into()))?;
+    nix::unistd::chdir("/").map_err(|e| create(e.into()))?;
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use k8s_cri::v1 as cri;
 use serde::Serialize;
 
 use super::{for_each, needs_resolving, pods, resolve_ids};
-use crate::client::{call_with, request_with, Cri};
+use crate::client::{call_with, request_with, Cri, RpcError};
 use crate::config::{load_container_config, load_pod_config};
 use crate::output::{
     info_to_json, labels_match, parse_labels, print_structured, relative_time, short_id, write_out,
@@ -298,17 +298,7 @@ pub async fn create(cri: &Cri, args: CreateArgs, output: Output) -> Result<()> {
         )
         .await?;
     }
-    let request = cri::CreateContainerRequest {
-        pod_sandbox_id: pod_id,
-        config: Some(config),
-        sandbox_config: Some(sandbox_config),
-    };
-    let response = cri
-        .call(
-            "CreateContainer",
-            cri.runtime().create_container(cri.request(request)),
-        )
-        .await?;
+    let response = create_one(cri, pod_id, config, sandbox_config).await?;
     match output {
         Output::Table => write_out(&format!("{}\n", response.container_id))?,
         _ => print_structured(&response, output)?,
@@ -316,24 +306,50 @@ pub async fn create(cri: &Cri, args: CreateArgs, output: Output) -> Result<()> {
     Ok(())
 }
 
+/// CreateContainer in pod `pod_id`.
+pub async fn create_one(
+    cri: &Cri,
+    pod_id: String,
+    config: cri::ContainerConfig,
+    sandbox_config: cri::PodSandboxConfig,
+) -> Result<cri::CreateContainerResponse, RpcError> {
+    let request = cri::CreateContainerRequest {
+        pod_sandbox_id: pod_id,
+        config: Some(config),
+        sandbox_config: Some(sandbox_config),
+    };
+    cri.call(
+        "CreateContainer",
+        cri.runtime().create_container(cri.request(request)),
+    )
+    .await
+}
+
 pub async fn start(cri: &Cri, args: IdsArgs) -> Result<()> {
     let ids = resolve(cri, &args.ids).await?;
     for_each(ids, |id| async move {
-        let request = cri::StartContainerRequest {
-            container_id: id.clone(),
-        };
-        cri.call(
-            "StartContainer",
-            cri.runtime().start_container(cri.request(request)),
-        )
-        .await?;
+        start_one(cri, &id).await?;
         write_out(&format!("{id}\n"))?;
         Ok(())
     })
     .await
 }
 
-async fn stop_one(cri: &Cri, id: &str, grace: i64) -> Result<()> {
+/// StartContainer for one whole id.
+pub async fn start_one(cri: &Cri, id: &str) -> Result<()> {
+    let request = cri::StartContainerRequest {
+        container_id: id.to_string(),
+    };
+    cri.call(
+        "StartContainer",
+        cri.runtime().start_container(cri.request(request)),
+    )
+    .await?;
+    Ok(())
+}
+
+/// StopContainer for one whole id, with `grace` seconds before the kill.
+pub async fn stop_one(cri: &Cri, id: &str, grace: i64) -> Result<()> {
     let request = cri::StopContainerRequest {
         container_id: id.to_string(),
         timeout: grace,
@@ -372,18 +388,24 @@ pub async fn remove(cri: &Cri, args: RemoveArgs) -> Result<()> {
         if args.force {
             stop_one(cri, &id, 0).await?;
         }
-        let request = cri::RemoveContainerRequest {
-            container_id: id.clone(),
-        };
-        cri.call(
-            "RemoveContainer",
-            cri.runtime().remove_container(cri.request(request)),
-        )
-        .await?;
+        remove_one(cri, &id).await?;
         write_out(&format!("{id}\n"))?;
         Ok(())
     })
     .await
+}
+
+/// RemoveContainer for one whole id.
+pub async fn remove_one(cri: &Cri, id: &str) -> Result<()> {
+    let request = cri::RemoveContainerRequest {
+        container_id: id.to_string(),
+    };
+    cri.call(
+        "RemoveContainer",
+        cri.runtime().remove_container(cri.request(request)),
+    )
+    .await?;
+    Ok(())
 }
 
 /// ContainerStatus with verbose info.
@@ -398,6 +420,15 @@ pub async fn status(cri: &Cri, id: &str) -> Result<cri::ContainerStatusResponse>
             cri.runtime().container_status(cri.request(request)),
         )
         .await?)
+}
+
+/// Whether the container has exited.
+pub async fn has_exited(cri: &Cri, id: &str) -> Result<bool> {
+    let state = status(cri, id)
+        .await?
+        .status
+        .map_or(cri::ContainerState::ContainerUnknown as i32, |s| s.state);
+    Ok(state == cri::ContainerState::ContainerExited as i32)
 }
 
 /// ContainerStatusResponse in proto order, its info values expanded.

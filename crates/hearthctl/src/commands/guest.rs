@@ -216,7 +216,10 @@ pub async fn doctor(args: &DoctorArgs, out: Output) -> Result<()> {
     let mut backends = Vec::new();
     let mut all: Vec<std::sync::Arc<dyn hearth_runtime::backend::SandboxBackend>> =
         vec![std::sync::Arc::new(
-            hearthd::backend::namespaces::NamespacesBackend::new(config.agent_binary()),
+            hearthd::backend::namespaces::NamespacesBackend::new(
+                config.agent_binary(),
+                config.namespaces.allow_privileged,
+            ),
         )];
     all.extend(hearthd::backend::firecracker::backends(&config));
     all.extend(hearthd::backend::qemu::backends(&config));

@@ -341,18 +341,23 @@ struct ImageInspect<'a> {
     info: serde_json::Value,
 }
 
+/// ImageStatus of one image reference or id.
+pub async fn status(cri: &Cri, image: &str, verbose: bool) -> Result<cri::ImageStatusResponse> {
+    let request = cri::ImageStatusRequest {
+        image: spec(image),
+        verbose,
+    };
+    Ok(cri
+        .call(
+            "ImageStatus",
+            cri.images().image_status(cri.request(request)),
+        )
+        .await?)
+}
+
 pub async fn inspect(cri: &Cri, args: ImagesArgs, output: Output) -> Result<()> {
     for_each(args.images, |image| async move {
-        let request = cri::ImageStatusRequest {
-            image: spec(&image),
-            verbose: true,
-        };
-        let response = cri
-            .call(
-                "ImageStatus",
-                cri.images().image_status(cri.request(request)),
-            )
-            .await?;
+        let response = status(cri, &image, true).await?;
         if response.image.is_none() {
             bail!("no such image: {image}");
         }

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use k8s_cri::v1 as cri;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::containers;
@@ -134,9 +133,22 @@ fn split_line(line: &str) -> Option<(&str, Stream, &str, &str)> {
     Some((timestamp, stream, tag, parts.next().unwrap_or("")))
 }
 
-fn print_record(record: &Record, timestamps: bool) -> std::io::Result<()> {
-    let mut text = String::new();
-    if timestamps && !record.timestamp.is_empty() {
+/// How a log is printed.
+#[derive(Clone, Debug, Default)]
+pub struct LogOptions {
+    /// Keep printing until the container exits.
+    pub follow: bool,
+    /// Only the last N lines (of what is there when it starts).
+    pub tail: Option<usize>,
+    /// Each line with its timestamp.
+    pub timestamps: bool,
+    /// Put before each line (`hearthctl run -f` names the container).
+    pub prefix: String,
+}
+
+fn print_record(record: &Record, options: &LogOptions) -> std::io::Result<()> {
+    let mut text = options.prefix.clone();
+    if options.timestamps && !record.timestamp.is_empty() {
         text.push_str(&record.timestamp);
         text.push(' ');
     }
@@ -163,7 +175,18 @@ pub async fn logs(cri: &Cri, args: LogsArgs) -> Result<()> {
     let id = containers::resolve(cri, std::slice::from_ref(&args.id))
         .await?
         .remove(0);
-    let status = containers::status(cri, &id).await?;
+    let options = LogOptions {
+        follow: args.follow,
+        tail: args.tail,
+        timestamps: args.timestamps,
+        prefix: String::new(),
+    };
+    print_log(cri, &id, &options).await
+}
+
+/// The container's log file, from its status.
+pub async fn log_path(cri: &Cri, id: &str) -> Result<PathBuf> {
+    let status = containers::status(cri, id).await?;
     let path = status
         .status
         .as_ref()
@@ -178,30 +201,48 @@ pub async fn logs(cri: &Cri, args: LogsArgs) -> Result<()> {
             path.display()
         );
     }
+    Ok(path)
+}
 
-    let mut reader = LogReader::open(&path).await?;
+/// Prints container `id`'s log (the whole container id), following it
+/// until the container exits if asked to.
+pub async fn print_log(cri: &Cri, id: &str, options: &LogOptions) -> Result<()> {
+    let path = log_path(cri, id).await?;
+    let mut reader = loop {
+        match LogReader::open(&path).await {
+            Ok(reader) => break reader,
+            // A container just started may not have its log file yet.
+            Err(err) if options.follow && is_not_found(&err) => {
+                if containers::has_exited(cri, id).await? && !path.exists() {
+                    return Ok(());
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            Err(err) => return Err(err),
+        }
+    };
     let mut parser = LogParser::default();
     let mut tail: VecDeque<Record> = VecDeque::new();
     // First everything up to the end, keeping only --tail lines.
     while let Some(line) = reader.next_line().await? {
         if let Some(record) = parser.push(&line) {
-            match args.tail {
+            match options.tail {
                 Some(n) => {
                     tail.push_back(record);
                     if tail.len() > n {
                         tail.pop_front();
                     }
                 }
-                None => print_record(&record, args.timestamps)?,
+                None => print_record(&record, options)?,
             }
         }
     }
     for record in tail.drain(..) {
-        print_record(&record, args.timestamps)?;
+        print_record(&record, options)?;
     }
-    if !args.follow {
+    if !options.follow {
         for record in parser.finish() {
-            print_record(&record, args.timestamps)?;
+            print_record(&record, options)?;
         }
         return Ok(());
     }
@@ -212,26 +253,22 @@ pub async fn logs(cri: &Cri, args: LogsArgs) -> Result<()> {
             Some(line) => {
                 idle = 0;
                 if let Some(record) = parser.push(&line) {
-                    print_record(&record, args.timestamps)?;
+                    print_record(&record, options)?;
                 }
             }
             None => {
                 idle += 1;
                 if idle % STATUS_EVERY == 0 {
                     reader.reopen_if_rotated().await?;
-                    let state = containers::status(cri, &id)
-                        .await?
-                        .status
-                        .map_or(cri::ContainerState::ContainerUnknown as i32, |s| s.state);
-                    if state == cri::ContainerState::ContainerExited as i32 {
+                    if containers::has_exited(cri, id).await? {
                         // Drain what it wrote last, then stop.
                         while let Some(line) = reader.next_line().await? {
                             if let Some(record) = parser.push(&line) {
-                                print_record(&record, args.timestamps)?;
+                                print_record(&record, options)?;
                             }
                         }
                         for record in parser.finish() {
-                            print_record(&record, args.timestamps)?;
+                            print_record(&record, options)?;
                         }
                         return Ok(());
                     }
@@ -240,6 +277,11 @@ pub async fn logs(cri: &Cri, args: LogsArgs) -> Result<()> {
             }
         }
     }
+}
+
+fn is_not_found(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Reads whole lines from a log file that may still be growing or be

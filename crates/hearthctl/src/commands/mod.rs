@@ -6,6 +6,7 @@ pub mod images;
 pub mod info;
 pub mod logs;
 pub mod pods;
+pub mod run;
 
 use std::future::Future;
 

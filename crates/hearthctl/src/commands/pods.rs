@@ -239,19 +239,24 @@ struct PodInspect<'a> {
     timestamp: i64,
 }
 
+/// PodSandboxStatus of one whole id.
+pub async fn status(cri: &Cri, id: &str, verbose: bool) -> Result<cri::PodSandboxStatusResponse> {
+    let request = cri::PodSandboxStatusRequest {
+        pod_sandbox_id: id.to_string(),
+        verbose,
+    };
+    Ok(cri
+        .call(
+            "PodSandboxStatus",
+            cri.runtime().pod_sandbox_status(cri.request(request)),
+        )
+        .await?)
+}
+
 pub async fn inspect(cri: &Cri, args: IdsArgs, output: Output) -> Result<()> {
     let ids = resolve(cri, &args.ids).await?;
     for_each(ids, |id| async move {
-        let request = cri::PodSandboxStatusRequest {
-            pod_sandbox_id: id,
-            verbose: true,
-        };
-        let response = cri
-            .call(
-                "PodSandboxStatus",
-                cri.runtime().pod_sandbox_status(cri.request(request)),
-            )
-            .await?;
+        let response = status(cri, &id, true).await?;
         let inspected = PodInspect {
             status: &response.status,
             info: info_to_json(&response.info),
@@ -273,7 +278,8 @@ pub async fn stop(cri: &Cri, args: IdsArgs) -> Result<()> {
     .await
 }
 
-async fn stop_one(cri: &Cri, id: &str) -> Result<()> {
+/// StopPodSandbox for one whole id.
+pub async fn stop_one(cri: &Cri, id: &str) -> Result<()> {
     let request = cri::StopPodSandboxRequest {
         pod_sandbox_id: id.to_string(),
     };
@@ -301,18 +307,24 @@ pub async fn remove(cri: &Cri, args: RemoveArgs) -> Result<()> {
         if args.force {
             stop_one(cri, &id).await?;
         }
-        let request = cri::RemovePodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        };
-        cri.call(
-            "RemovePodSandbox",
-            cri.runtime().remove_pod_sandbox(cri.request(request)),
-        )
-        .await?;
+        remove_one(cri, &id).await?;
         write_out(&format!("Removed sandbox {id}\n"))?;
         Ok(())
     })
     .await
+}
+
+/// RemovePodSandbox for one whole id.
+pub async fn remove_one(cri: &Cri, id: &str) -> Result<()> {
+    let request = cri::RemovePodSandboxRequest {
+        pod_sandbox_id: id.to_string(),
+    };
+    cri.call(
+        "RemovePodSandbox",
+        cri.runtime().remove_pod_sandbox(cri.request(request)),
+    )
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,6 +15,11 @@
 //! - `host`: host-side work that must also run from the persisted handle
 //!   alone (uid choice, jail links, unmounts, cgroups, checked kill).
 //!
+//! Network: a pod with a network gets the tap `tap0` in its netns, owned
+//! by the VM's uid and gid (see [`GuestNic`](super::GuestNic)), as
+//! `PUT /network-interfaces/eth0` with the CNI interface's MAC before
+//! InstanceStart; `stop` and `destroy` remove it.
+//!
 //! VMs outlive hearthd: the handle (pid + start time, uid, jail, sockets,
 //! cgroup, slots) is all a restarted hearthd needs to watch, stop and
 //! destroy them.
@@ -50,9 +55,10 @@ use std::time::{Duration, Instant};
 use hearth_firecracker::client::error_chain;
 use hearth_firecracker::{
     BootSource, Drive as FcDrive, EntropyDevice, FifoKind, FirecrackerClient, FirecrackerError,
-    JailerSpawn, LogLevel, Logger, MachineConfig, Metrics, PartialDrive, VmmProcess, VmmSpawn,
-    Vsock,
+    JailerSpawn, LogLevel, Logger, MachineConfig, Metrics, NetworkInterface, PartialDrive,
+    VmmProcess, VmmSpawn, Vsock,
 };
+use hearth_network::TapOwner;
 use hearth_runtime::agent::AgentClient;
 use hearth_runtime::backend::{
     BackendError, BackendHandle, BootSpec, DeviceLocator, Drive, Liveness, SandboxBackend,
@@ -61,7 +67,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use super::process;
-use super::{connect_agent_until, GuestState};
+use super::{connect_agent_until, GuestNic, GuestState};
 
 const KIND: &str = "firecracker";
 
@@ -102,6 +108,9 @@ struct Handle {
     /// Host directory of the placeholder files.
     placeholders: PathBuf,
     slots: Vec<Slot>,
+    /// The network card's tap (pods with a network), owned by `uid`.
+    #[serde(default)]
+    nic: Option<GuestNic>,
 }
 
 impl Handle {
@@ -139,6 +148,8 @@ pub struct VmInfo {
     pub instance_dir: Option<PathBuf>,
     /// The uid the VMM runs as.
     pub uid: u32,
+    /// The network card's tap in the pod's netns, and the guest's MAC.
+    pub nic: Option<(String, String)>,
 }
 
 /// Describes the VM of a handle this backend returned.
@@ -150,6 +161,7 @@ pub fn vm_info(handle: &BackendHandle) -> Result<VmInfo, BackendError> {
         vsock: h.vsock,
         instance_dir: h.instance_dir,
         uid: h.uid,
+        nic: h.nic.map(|n| (n.tap.tap_name, n.mac)),
     })
 }
 
@@ -408,7 +420,11 @@ impl SandboxBackend for FirecrackerBackend {
         let h = Handle::from(handle)?;
         let span = tracing::info_span!("firecracker_stop", pod_id = %h.vm_id);
         self.terminate(&h, timeout).instrument(span).await;
-        Ok(())
+        // The tap goes with the VM (the CNI interface goes next, at DEL).
+        match &h.nic {
+            Some(nic) => nic.remove().await,
+            None => Ok(()),
+        }
     }
 
     async fn destroy(&self, handle: &BackendHandle) -> Result<(), BackendError> {
@@ -458,12 +474,26 @@ impl SandboxBackend for FirecrackerBackend {
             })
             .await
             .map_err(blocking_err)??;
+            if let Some(nic) = &h.nic {
+                nic.remove().await?;
+            }
             self.release_uid(h.uid);
             tracing::info!("firecracker vm destroyed");
             Ok(())
         }
         .instrument(span)
         .await
+    }
+
+    async fn configure_guest(
+        &self,
+        handle: &BackendHandle,
+        agent: &AgentClient,
+    ) -> Result<(), BackendError> {
+        match Handle::from(handle)?.nic {
+            Some(nic) => nic.configure(agent).await,
+            None => Ok(()),
+        }
     }
 
     fn liveness(&self, handle: &BackendHandle) -> Liveness {

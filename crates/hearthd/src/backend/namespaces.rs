@@ -36,6 +36,7 @@ const ROOT_DIRS: &[&str] = &["dev", "proc", "sys", "run", "tmp", "etc", "mnt"];
 /// The backend.
 pub struct NamespacesBackend {
     agent_binary: PathBuf,
+    allow_privileged: bool,
 }
 
 /// What is persisted per sandbox.
@@ -67,9 +68,12 @@ impl Handle {
 impl NamespacesBackend {
     /// A backend that runs `agent_binary`. Makes hearthd the child
     /// subreaper so it can reap the agents it adopts.
-    pub fn new(agent_binary: PathBuf) -> NamespacesBackend {
+    pub fn new(agent_binary: PathBuf, allow_privileged: bool) -> NamespacesBackend {
         process::become_subreaper();
-        NamespacesBackend { agent_binary }
+        NamespacesBackend {
+            agent_binary,
+            allow_privileged,
+        }
     }
 
     fn spawn_agent(
@@ -171,6 +175,10 @@ impl SandboxBackend for NamespacesBackend {
         true
     }
 
+    fn allows_privileged(&self) -> bool {
+        self.allow_privileged
+    }
+
     fn check(&self) -> Result<(), BackendError> {
         let unavailable = |reason: String| {
             Err(BackendError::Unavailable {
@@ -204,6 +212,7 @@ impl SandboxBackend for NamespacesBackend {
         let (s, r, l, spec2) = (socket.clone(), root.clone(), log.clone(), spec.clone());
         let this = NamespacesBackend {
             agent_binary: self.agent_binary.clone(),
+            allow_privileged: self.allow_privileged,
         };
         let pid = tokio::task::spawn_blocking(move || this.spawn_agent(&spec2, &r, &s, &l))
             .await

@@ -8,6 +8,9 @@
 //! - The scratch disk is a virtio-blk device present from boot (serial
 //!   `scratch`); see [`vm`] for how its file is found. Later drives are
 //!   hot-plugged as virtio-blk-pci into pre-created PCIe root ports.
+//! - A pod with a network gets a virtio-net NIC over the tap `tap0` that
+//!   `boot` makes in the pod's netns (see [`GuestNic`](super::GuestNic));
+//!   QEMU, running in that netns, opens it by name.
 //! - KVM is used when `/dev/kvm` can boot a stock guest; on a PVM host (the
 //!   development machines) and without `/dev/kvm` it is TCG: software
 //!   emulation, 6–15× slower and **no security boundary** (the guest's code

@@ -32,13 +32,18 @@ pub struct Cri {
 
 impl Cri {
     /// Wraps the core.
-    pub fn new(sandboxes: Arc<SandboxManager>, images: Arc<hearth_image::ImageStore>) -> Arc<Cri> {
+    pub fn new(
+        sandboxes: Arc<SandboxManager>,
+        images: Arc<hearth_image::ImageStore>,
+        volumes: hearth_runtime::container::volumes::VolumePolicy,
+    ) -> Arc<Cri> {
         let resolver = Arc::new(container_convert::StoreImages(images.clone()));
-        let containers = ContainerManager::open(sandboxes.clone(), resolver).map_err(|e| {
-            let msg = status::chain(&e);
-            tracing::error!(error = %msg, "containers unavailable");
-            msg
-        });
+        let containers =
+            ContainerManager::open(sandboxes.clone(), resolver, volumes).map_err(|e| {
+                let msg = status::chain(&e);
+                tracing::error!(error = %msg, "containers unavailable");
+                msg
+            });
         Arc::new(Cri {
             containers,
             sandboxes,

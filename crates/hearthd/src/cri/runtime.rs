@@ -162,7 +162,7 @@ impl RuntimeService for Cri {
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         Err(unimplemented(
             "GetContainerEvents",
-            "container events come with the containers issue",
+            "no event stream yet: the kubelet's default (polling) PLEG works without it",
         ))
     }
 
@@ -257,12 +257,15 @@ impl RuntimeService for Cri {
     }
     async fn update_container_resources(
         &self,
-        _: Request<cri::UpdateContainerResourcesRequest>,
+        request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        Err(unimplemented(
-            "UpdateContainerResources",
-            "per-container cgroups in the guest come with the containers issue's next slice",
-        ))
+        let r = request.into_inner();
+        let resources = container_convert::update_resources(r.linux)?;
+        self.containers()?
+            .update_resources(&r.container_id, resources)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
     async fn reopen_container_log(
         &self,

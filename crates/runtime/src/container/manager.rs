@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use super::log_stream::{copy_log, ReopenRequest};
 use super::merge::merge;
 use super::store::ContainerStore;
+use super::volumes::{self, VolumePolicy, VolumeSet};
 use super::{
     parse_signal, unique_name, ContainerConfig, ContainerRecord, ContainerState, ImageInfo,
     ImageResolver,
@@ -81,6 +82,8 @@ pub struct ContainerManager {
     /// Per pod: the images attached and mounted in its guest (the lock
     /// serialises attach and detach).
     pods: Mutex<HashMap<Id, PodImages>>,
+    /// The pods' guest volumes, shared by their containers.
+    volumes: VolumeSet,
 }
 
 type PodImages = Arc<tokio::sync::Mutex<BTreeSet<String>>>;
@@ -107,6 +110,55 @@ fn agent_err(e: AgentError) -> RuntimeError {
             "the pod's agent does not run containers (too old?): {msg}"
         )),
         _ => BackendError::Agent(e).into(),
+    }
+}
+
+/// The domain's security settings as the agent takes them.
+fn security_proto(s: &super::SecurityConfig) -> proto::ContainerSecurity {
+    use proto::seccomp_profile::Profile;
+    let profile = match &s.seccomp {
+        super::SeccompConfig::Unconfined => None,
+        super::SeccompConfig::RuntimeDefault => Some(Profile::RuntimeDefault(true)),
+        super::SeccompConfig::Localhost { json, .. } => Some(Profile::Json(json.clone().into())),
+    };
+    proto::ContainerSecurity {
+        privileged: s.privileged,
+        no_new_privs: s.no_new_privs,
+        masked_paths: s.masked_paths.clone(),
+        readonly_paths: s.readonly_paths.clone(),
+        seccomp: profile.map(|p| proto::SeccompProfile { profile: Some(p) }),
+    }
+}
+
+/// The domain's resources as the agent takes them.
+pub fn resources_proto(r: &super::Resources) -> proto::ContainerResources {
+    proto::ContainerResources {
+        cpu_period: r.cpu_period,
+        cpu_quota: r.cpu_quota,
+        cpu_shares: r.cpu_shares,
+        memory_limit_bytes: r.memory_limit_bytes,
+        memory_swap_limit_bytes: r.memory_swap_limit_bytes,
+        cpuset_cpus: r.cpuset_cpus.clone(),
+        cpuset_mems: r.cpuset_mems.clone(),
+        unified: r.unified.clone().into_iter().collect(),
+    }
+}
+
+/// `old` with the fields `new` sets (non-zero, non-empty) replaced.
+fn merge_resources(old: super::Resources, new: super::Resources) -> super::Resources {
+    let pick = |o: i64, n: i64| if n != 0 { n } else { o };
+    let pick_s = |o: String, n: String| if n.is_empty() { o } else { n };
+    let mut unified = old.unified;
+    unified.extend(new.unified);
+    super::Resources {
+        cpu_period: pick(old.cpu_period, new.cpu_period),
+        cpu_quota: pick(old.cpu_quota, new.cpu_quota),
+        cpu_shares: pick(old.cpu_shares, new.cpu_shares),
+        memory_limit_bytes: pick(old.memory_limit_bytes, new.memory_limit_bytes),
+        memory_swap_limit_bytes: pick(old.memory_swap_limit_bytes, new.memory_swap_limit_bytes),
+        cpuset_cpus: pick_s(old.cpuset_cpus, new.cpuset_cpus),
+        cpuset_mems: pick_s(old.cpuset_mems, new.cpuset_mems),
+        unified,
     }
 }
 
@@ -157,6 +209,7 @@ impl ContainerManager {
     pub fn open(
         sandboxes: Arc<SandboxManager>,
         images: Arc<dyn ImageResolver>,
+        volume_policy: VolumePolicy,
     ) -> Result<Arc<ContainerManager>, RuntimeError> {
         let store = ContainerStore::open(sandboxes.root())?;
         let mgr = Arc::new(ContainerManager {
@@ -166,8 +219,10 @@ impl ContainerManager {
             entries: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             pods: Mutex::new(HashMap::new()),
+            volumes: VolumeSet::new(volume_policy),
         });
         let mut mounted: HashMap<Id, BTreeSet<String>> = HashMap::new();
+        let mut kept = Vec::new();
         for record in mgr.store.load_all()? {
             if mgr.sandboxes.resolve(record.sandbox_id.as_str()).is_err() {
                 tracing::info!(container_id = %record.id, "dropping the record of a container whose pod is gone");
@@ -180,11 +235,14 @@ impl ContainerManager {
                 .or_default()
                 .insert(record.image.id.clone());
             let running = record.state == ContainerState::Running;
+            kept.push(record.clone());
             let entry = mgr.insert(record.clone());
             if running && tokio::runtime::Handle::try_current().is_ok() {
                 mgr.spawn_watch(entry, record.id.clone(), None);
             }
         }
+        // Volume users counted again; watchers of synced volumes restarted.
+        mgr.volumes.recover(&mgr.sandboxes, &kept);
         *mgr.pods.lock().expect("pods lock") = mounted
             .into_iter()
             .map(|(pod, images)| (pod, Arc::new(tokio::sync::Mutex::new(images))))
@@ -277,6 +335,13 @@ impl ContainerManager {
                 pod.id
             )));
         }
+        if config.security.privileged && !self.sandboxes.allows_privileged(&pod) {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "privileged containers are refused on the {} backend (there they would be root on the node); \
+                 set [namespaces] allow_privileged in hearthd's config to allow them",
+                pod.backend
+            )));
+        }
         let image = self
             .images
             .resolve(&config.image)
@@ -284,6 +349,18 @@ impl ContainerManager {
         let process = merge(&config, &image)?;
         let stop_signal = parse_signal(&image.stop_signal).unwrap_or(15);
         let log_path = log_path(&pod.config.log_directory, &config.log_path)?;
+        let planned = {
+            let (policy, uid) = (
+                self.volumes.policy().clone(),
+                pod.config.metadata.uid.clone(),
+            );
+            let mounts = config.mounts.clone();
+            tokio::task::spawn_blocking(move || volumes::plan(&policy, &uid, &mounts))
+                .await
+                .map_err(|e| {
+                    RuntimeError::FailedPrecondition(format!("mounts not checked: {e}"))
+                })??
+        };
 
         let name = unique_name(&pod.id, &config.name, config.attempt);
         let id = Id::generate();
@@ -318,6 +395,7 @@ impl ContainerManager {
             reason: String::new(),
             message: String::new(),
             pid: 0,
+            volumes: planned,
         };
         if let Err(e) = self.store.save(&record) {
             self.names
@@ -336,6 +414,7 @@ impl ContainerManager {
             Err(e) => {
                 tracing::warn!(error = %e, "CreateContainer failed; rolling back");
                 self.forget(&record);
+                self.volumes.release(&self.sandboxes, &record).await;
                 if let Err(undo) = self.release_image(&record).await {
                     tracing::error!(error = %undo, "image drive not released");
                 }
@@ -393,6 +472,9 @@ impl ContainerManager {
                 mounted.insert(record.image.id.clone());
             }
         }
+        self.volumes
+            .acquire(&self.sandboxes, &agent, record)
+            .await?;
         let user = &process.user;
         agent
             .create_container(proto::CreateContainerRequest {
@@ -416,6 +498,10 @@ impl ContainerManager {
                     }),
                 }),
                 read_only_rootfs: record.config.read_only_rootfs,
+                mounts: volumes::container_mounts(&record.volumes),
+                security: Some(security_proto(&record.config.security)),
+                resources: record.config.resources.as_ref().map(resources_proto),
+                pod_pid_namespace: record.config.pod_pid_namespace,
             })
             .await
             .map_err(agent_err)
@@ -554,6 +640,11 @@ impl ContainerManager {
                 tracing::warn!("container log still open after the exit; leaving it");
             }
         }
+        // The termination message reaches the host before the kubelet
+        // sees the exit.
+        if let (Some(_), Some(a)) = (&result, &agent) {
+            self.volumes.copy_back(a, &record).await;
+        }
         self.record_exit(&entry, result.as_ref());
     }
 
@@ -572,7 +663,9 @@ impl ContainerManager {
         match exit {
             Some(r) => {
                 record.exit_code = r.exit_code;
-                record.reason = if r.exit_code == 0 {
+                record.reason = if r.oom_killed {
+                    "OOMKilled"
+                } else if r.exit_code == 0 {
                     "Completed"
                 } else {
                     "Error"
@@ -676,6 +769,7 @@ impl ContainerManager {
                 .map_err(agent_err)?;
         }
         self.forget(&record);
+        self.volumes.release(&self.sandboxes, &record).await;
         if let Err(e) = self.release_image(&record).await {
             tracing::warn!(container_id = %id.short(), error = %e, "image drive not released");
         }
@@ -703,6 +797,43 @@ impl ContainerManager {
         answer.await.map_err(|_| gone())?.map_err(|e| {
             RuntimeError::FailedPrecondition(format!("cannot reopen the log of {id}: {e}"))
         })
+    }
+
+    /// UpdateContainerResources: the agent applies the new limits to the
+    /// container's cgroup, then the record keeps them (fields left 0 /
+    /// empty keep their old values, as containerd does). Created or
+    /// Running containers only. Recorded after the agent accepted them, so
+    /// that ContainerStatus never reports limits that were refused.
+    pub async fn update_resources(
+        &self,
+        prefix: &str,
+        resources: super::Resources,
+    ) -> Result<(), RuntimeError> {
+        let (id, entry) = self.entry(prefix)?;
+        let _op = entry.op.lock().await;
+        let record = entry.view.lock().expect("view lock").clone();
+        if record.state == ContainerState::Exited {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container {id} has exited: its resources cannot be updated"
+            )));
+        }
+        let span = tracing::info_span!("update_container_resources", container_id = %id.short());
+        let _enter = span.enter();
+        let agent = self.sandboxes.agent(&record.sandbox_id).await?;
+        agent
+            .update_container_resources(id.as_str(), resources_proto(&resources))
+            .await
+            .map_err(agent_err)?;
+        let mut view = entry.view.lock().expect("view lock");
+        let mut updated = view.clone();
+        updated.config.resources = Some(merge_resources(
+            updated.config.resources.take().unwrap_or_default(),
+            resources,
+        ));
+        self.store.save(&updated)?;
+        *view = updated;
+        tracing::info!("container resources updated");
+        Ok(())
     }
 
     /// ContainerStatus.
@@ -797,6 +928,7 @@ impl ContainerManager {
         self.sandboxes.stop(prefix).await?;
         // The agent is gone: whatever still ran has ended with it.
         if let Ok(pod) = self.sandboxes.resolve(prefix) {
+            self.volumes.stop_pod(&pod).await;
             for c in self.pod_containers(&pod) {
                 if c.state == ContainerState::Running {
                     if let Ok((_, e)) = self.entry(c.id.as_str()) {
@@ -839,6 +971,32 @@ mod tests {
         assert_eq!(log_path("", "c/0.log").unwrap(), PathBuf::new());
         assert!(log_path("/d", "../x.log").is_err());
         assert!(log_path("/d", "/etc/passwd").is_err());
+    }
+
+    #[test]
+    fn updates_keep_what_they_do_not_set() {
+        let old = super::super::Resources {
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            cpu_shares: 512,
+            memory_limit_bytes: 32 << 20,
+            cpuset_cpus: "0".into(),
+            unified: [("pids.max".to_string(), "10".to_string())].into(),
+            ..Default::default()
+        };
+        let new = super::super::Resources {
+            cpu_quota: 200_000,
+            memory_limit_bytes: 64 << 20,
+            unified: [("memory.high".to_string(), "1".to_string())].into(),
+            ..Default::default()
+        };
+        let m = merge_resources(old, new);
+        assert_eq!(m.cpu_period, 100_000);
+        assert_eq!(m.cpu_quota, 200_000);
+        assert_eq!(m.cpu_shares, 512);
+        assert_eq!(m.memory_limit_bytes, 64 << 20);
+        assert_eq!(m.cpuset_cpus, "0");
+        assert_eq!(m.unified.len(), 2);
     }
 
     #[test]

@@ -9,13 +9,15 @@
 //!
 //! Layout: [`merge`] (image config + CRI config → the process), [`cri_log`]
 //! (the CRI log format), `log_stream` (the agent's stream into the log
-//! file), [`store`] (records on disk), [`manager`].
+//! file), [`store`] (records on disk), [`volumes`] (the kubelet's volumes
+//! carried into the guest), [`manager`].
 
 pub mod cri_log;
 mod log_stream;
 pub mod manager;
 pub mod merge;
 pub mod store;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -104,6 +106,84 @@ pub struct ContainerConfig {
     /// `capabilities` (`None`: the default set).
     #[serde(default)]
     pub capabilities: Option<CapabilityChanges>,
+    /// `mounts`, in order.
+    #[serde(default)]
+    pub mounts: Vec<MountConfig>,
+    /// `linux.resources` (`None`: no limits of its own).
+    #[serde(default)]
+    pub resources: Option<Resources>,
+    /// The rest of `linux.security_context`.
+    #[serde(default)]
+    pub security: SecurityConfig,
+    /// `namespace_options.pid == POD`: share the pod's pid namespace.
+    #[serde(default)]
+    pub pod_pid_namespace: bool,
+}
+
+/// CRI `Mount`: a host path (one of the kubelet's volume directories)
+/// at a path of the container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountConfig {
+    /// `container_path`.
+    pub container_path: String,
+    /// `host_path`.
+    pub host_path: PathBuf,
+    /// `readonly`.
+    pub read_only: bool,
+}
+
+/// CRI `LinuxContainerResources` (0 / empty: not set).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// `cpu_period` (µs).
+    pub cpu_period: i64,
+    /// `cpu_quota` (µs).
+    pub cpu_quota: i64,
+    /// `cpu_shares`.
+    pub cpu_shares: i64,
+    /// `memory_limit_in_bytes`.
+    pub memory_limit_bytes: i64,
+    /// `memory_swap_limit_in_bytes`.
+    pub memory_swap_limit_bytes: i64,
+    /// `cpuset_cpus`.
+    pub cpuset_cpus: String,
+    /// `cpuset_mems`.
+    pub cpuset_mems: String,
+    /// `unified` (cgroup v2 files).
+    pub unified: BTreeMap<String, String>,
+}
+
+/// The seccomp profile a container runs under.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeccompConfig {
+    /// No filter.
+    #[default]
+    Unconfined,
+    /// The runtime's default allow-list.
+    RuntimeDefault,
+    /// A Localhost profile: its file's path and contents (OCI / Docker
+    /// JSON), read by hearthd at CreateContainer.
+    Localhost {
+        /// The profile file on the host.
+        path: PathBuf,
+        /// Its contents.
+        json: String,
+    },
+}
+
+/// What `linux.security_context` asks beyond user and capabilities.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityConfig {
+    /// `privileged`.
+    pub privileged: bool,
+    /// `no_new_privs`.
+    pub no_new_privs: bool,
+    /// `masked_paths` (the runtime's defaults when the CRI sends none).
+    pub masked_paths: Vec<String>,
+    /// `readonly_paths` (likewise).
+    pub readonly_paths: Vec<String>,
+    /// `seccomp`.
+    pub seccomp: SeccompConfig,
 }
 
 /// CRI `Capability`: changes to the default set (names as the kubelet
@@ -183,6 +263,9 @@ pub struct ContainerRecord {
     pub message: String,
     /// The init's pid in the guest.
     pub pid: u32,
+    /// The mounts as the guest does them (volumes::plan of `config.mounts`).
+    #[serde(default)]
+    pub volumes: Vec<volumes::VolumeMount>,
 }
 
 impl ContainerRecord {

@@ -149,6 +149,16 @@ impl FirecrackerBackend {
         c.put_entropy(&EntropyDevice::default())
             .await
             .map_err(|e| ("entropy", e))?;
+        if let Some(nic) = &h.nic {
+            c.put_network_interface(&NetworkInterface {
+                iface_id: "eth0".to_owned(),
+                host_dev_name: nic.tap.tap_name.clone(),
+                guest_mac: Some(nic.mac.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ("network interface", e))?;
+        }
         timing.config = t.elapsed();
         let t = Instant::now();
         c.instance_start()
@@ -225,6 +235,32 @@ impl FirecrackerBackend {
                 unsafe { libc::geteuid() }
             }
         };
+        // The tap, owned by the VM's uid: the jailed Firecracker opens it
+        // by name in the pod's netns without CAP_NET_ADMIN.
+        let nic = match &spec.netns {
+            Some(netns) => {
+                let owner = TapOwner {
+                    uid,
+                    gid: Some(uid),
+                };
+                match GuestNic::create(&spec.id, netns, Some(owner)).await {
+                    Ok(nic) => nic,
+                    Err(e) => {
+                        self.release_uid(uid);
+                        let _ = std::fs::remove_dir_all(&placeholders);
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
+        let remove_nic = |nic: Option<GuestNic>| async move {
+            if let Some(nic) = nic {
+                if let Err(e) = nic.remove().await {
+                    tracing::warn!(error = %e, "removing the tap of a failed boot");
+                }
+            }
+        };
         let mut timing = Timing {
             prep: t0.elapsed(),
             ..Timing::default()
@@ -233,6 +269,7 @@ impl FirecrackerBackend {
         let mut vm = match self.spawn(spec, &r, uid, &slots, &placeholders).await {
             Ok(vm) => vm,
             Err(e) => {
+                remove_nic(nic).await;
                 self.release_uid(uid);
                 let _ = std::fs::remove_dir_all(&placeholders);
                 return Err(boot_error(&vm_id, "spawn", &e));
@@ -263,6 +300,7 @@ impl FirecrackerBackend {
                 .then(|| (cgroup_parent.to_owned(), vm_id.clone())),
             placeholders: placeholders.clone(),
             slots,
+            nic,
         };
         if let Err((step, e)) = self.configure(&mut vm, spec, &h, &mut timing).await {
             let exited = matches!(vm.try_exit(), Ok(Some(_)));
@@ -279,6 +317,7 @@ impl FirecrackerBackend {
                 let _ = host::remove_tree(&h2.placeholders);
             })
             .await;
+            remove_nic(h.nic.clone()).await;
             self.release_uid(uid);
             let mut err = boot_error(&vm_id, step, &e);
             if let BackendError::Spawn { source, .. } = &mut err {

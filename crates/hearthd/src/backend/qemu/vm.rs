@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hearth_qemu::argv::{vhost_vsock_args, BootDrive, VmArgs};
+use hearth_qemu::argv::{vhost_vsock_args, BootDrive, Nic, VmArgs};
 use hearth_qemu::spawn::{self, SocketWait, SpawnOptions};
 use hearth_qemu::{Accel, Qmp};
 use hearth_runtime::agent::AgentClient;
@@ -33,7 +33,7 @@ use tracing::Instrument;
 
 use super::{check, choose_accel, resolve_program, QemuConfig, KIND};
 use crate::backend::process;
-use crate::backend::{connect_agent_until, GuestState};
+use crate::backend::{connect_agent_until, GuestNic, GuestState};
 
 /// How long vhost-device-vsock may take to create its socket.
 const VSOCK_SOCKET_WAIT: Duration = Duration::from_secs(5);
@@ -122,6 +122,9 @@ struct Handle {
     /// Hot-plugged drives, by drive id.
     #[serde(default)]
     hotplugged: BTreeMap<String, Hotplugged>,
+    /// The network card's tap (pods with a network).
+    #[serde(default)]
+    nic: Option<GuestNic>,
 }
 
 impl Handle {
@@ -169,7 +172,7 @@ impl QemuBackend {
     }
 
     /// Starts both processes (blocking). On error nothing is left running.
-    fn start(&self, spec: &BootSpec) -> Result<Handle, BackendError> {
+    fn start(&self, spec: &BootSpec, nic: Option<GuestNic>) -> Result<Handle, BackendError> {
         let accel =
             choose_accel(&self.config.accel).map_err(|reason| BackendError::Unavailable {
                 backend: KIND,
@@ -229,6 +232,10 @@ impl QemuBackend {
                 })
                 .collect(),
             hotplug_ports: self.config.hotplug_slots,
+            nic: nic.as_ref().map(|n| Nic {
+                tap: n.tap.tap_name.clone(),
+                mac: n.mac.clone(),
+            }),
             seccomp: self.config.seccomp,
             extra_cmdline: self.config.extra_cmdline.clone(),
         };
@@ -302,6 +309,7 @@ impl QemuBackend {
             attached: Vec::new(),
             hotplug_ports: self.config.hotplug_slots,
             hotplugged: BTreeMap::new(),
+            nic,
         })
     }
 
@@ -553,14 +561,37 @@ impl SandboxBackend for QemuBackend {
 
     async fn boot(&self, spec: &BootSpec) -> Result<BackendHandle, BackendError> {
         let span = tracing::info_span!("qemu_boot", pod_id = %spec.id.short());
+        // The tap first: QEMU opens it by name in the pod's netns (as
+        // root, so it needs no owner).
+        let nic = match &spec.netns {
+            Some(netns) => {
+                GuestNic::create(&spec.id, netns, None)
+                    .instrument(span.clone())
+                    .await?
+            }
+            None => None,
+        };
         let this = QemuBackend::new(self.config.clone(), self.state_root.clone());
         let spec2 = spec.clone();
-        let h = tokio::task::spawn_blocking(move || this.start(&spec2))
+        let nic2 = nic.clone();
+        let started = tokio::task::spawn_blocking(move || this.start(&spec2, nic2))
             .instrument(span)
             .await
             .map_err(|e| BackendError::AgentNotReady {
                 reason: format!("boot task failed: {e}"),
-            })??;
+            })
+            .and_then(|r| r);
+        let h = match started {
+            Ok(h) => h,
+            Err(e) => {
+                if let Some(nic) = &nic {
+                    if let Err(undo) = nic.remove().await {
+                        tracing::warn!(error = %undo, "removing the tap of a failed boot");
+                    }
+                }
+                return Err(e);
+            }
+        };
         tokio::spawn(process::reap_when_exited(h.qemu.pid));
         tokio::spawn(process::reap_when_exited(h.vsock.pid));
         Ok(h.to_handle())
@@ -660,7 +691,11 @@ impl SandboxBackend for QemuBackend {
         }
         .instrument(span)
         .await;
-        Ok(())
+        // The tap goes with the VM (the CNI interface goes next, at DEL).
+        match &h.nic {
+            Some(nic) => nic.remove().await,
+            None => Ok(()),
+        }
     }
 
     async fn destroy(&self, handle: &BackendHandle) -> Result<(), BackendError> {
@@ -679,7 +714,21 @@ impl SandboxBackend for QemuBackend {
         for s in [&h.qmp_socket, &h.vhost_socket, &h.agent_socket] {
             remove_if_present(s)?;
         }
+        if let Some(nic) = &h.nic {
+            nic.remove().await?;
+        }
         Ok(())
+    }
+
+    async fn configure_guest(
+        &self,
+        handle: &BackendHandle,
+        agent: &AgentClient,
+    ) -> Result<(), BackendError> {
+        match Handle::from(handle)?.nic {
+            Some(nic) => nic.configure(agent).await,
+            None => Ok(()),
+        }
     }
 
     fn liveness(&self, handle: &BackendHandle) -> Liveness {
@@ -749,6 +798,7 @@ mod tests {
             attached: vec![],
             hotplug_ports: 4,
             hotplugged: BTreeMap::new(),
+            nic: None,
         };
         assert_eq!(Handle::from(&h.to_handle()).unwrap(), h);
         assert!(Handle::from(&BackendHandle(serde_json::json!({"agent_pid": 1}))).is_err());
