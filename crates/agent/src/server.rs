@@ -90,6 +90,20 @@ impl AgentService {
     }
 }
 
+impl AgentService {
+    /// Runs a volume operation on the request off the async thread.
+    async fn on_volumes<R, T, F>(&self, req: Request<R>, f: F) -> Result<T, Status>
+    where
+        R: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&Volumes, R) -> Result<T, VolumeError> + Send + 'static,
+    {
+        let req = req.into_inner();
+        let volumes = self.volumes.clone();
+        blocking(move || f(&volumes, req).map_err(volume_status)).await
+    }
+}
+
 /// Runs blocking work off the async thread.
 async fn blocking<T, F>(f: F) -> Result<T, Status>
 where
@@ -274,9 +288,7 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::SyncVolumeRequest>,
     ) -> Result<Response<v1::SyncVolumeResponse>, Status> {
-        let req = req.into_inner();
-        let volumes = self.volumes.clone();
-        blocking(move || volumes.sync(&req).map_err(volume_status)).await?;
+        self.on_volumes(req, |v, r| v.sync(&r)).await?;
         Ok(Response::new(v1::SyncVolumeResponse {}))
     }
 
@@ -284,9 +296,7 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::CreateEmptyDirRequest>,
     ) -> Result<Response<v1::CreateEmptyDirResponse>, Status> {
-        let req = req.into_inner();
-        let volumes = self.volumes.clone();
-        blocking(move || volumes.create_empty_dir(&req).map_err(volume_status)).await?;
+        self.on_volumes(req, |v, r| v.create_empty_dir(&r)).await?;
         Ok(Response::new(v1::CreateEmptyDirResponse {}))
     }
 
@@ -294,9 +304,7 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::ReadVolumeFileRequest>,
     ) -> Result<Response<v1::ReadVolumeFileResponse>, Status> {
-        let req = req.into_inner();
-        let volumes = self.volumes.clone();
-        let r = blocking(move || volumes.read_file(&req).map_err(volume_status)).await?;
+        let r = self.on_volumes(req, |v, r| v.read_file(&r)).await?;
         Ok(Response::new(r))
     }
 
@@ -304,9 +312,7 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::RemoveVolumeRequest>,
     ) -> Result<Response<v1::RemoveVolumeResponse>, Status> {
-        let name = req.into_inner().name;
-        let volumes = self.volumes.clone();
-        blocking(move || volumes.remove(&name).map_err(volume_status)).await?;
+        self.on_volumes(req, |v, r| v.remove(&r.name)).await?;
         Ok(Response::new(v1::RemoveVolumeResponse {}))
     }
 

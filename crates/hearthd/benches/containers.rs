@@ -1,4 +1,5 @@
-//! Benchmark: containers on the namespaces backend, hearthd as its own
+//! Benchmark: containers in one pod (the namespaces handler, or with
+//! `HANDLER=qemu` a QEMU guest, TCG on these machines), hearthd as its own
 //! process, a busybox image from a registry on 127.0.0.1:
 //! - CreateContainer+StartContainer and StopContainer+RemoveContainer
 //!   latency (min, median, p95 over RUNS runs, 50 by default);
@@ -24,17 +25,18 @@ mod kubelet;
 #[path = "../../image/tests/common/mod.rs"]
 mod registry;
 mod support;
+#[path = "../tests/common/qemu.rs"]
+mod vm;
 
 use std::time::{Duration, Instant};
 
-use ctr::{container, create, exec, wait_state, EXITED};
+use common::{run_pod_on, stop_and_remove_pod, Client};
+use ctr::{
+    container, create, create_and_start, exec, mount, start, stop_and_remove, wait_state, EXITED,
+};
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use support::{ms_since, print_row, Hearthd};
 use tonic::Code;
-
-type Client = RuntimeServiceClient<tonic::transport::Channel>;
 
 /// Bytes the logging container writes: lines of 100 characters.
 const LINE: usize = 101;
@@ -53,15 +55,7 @@ fn main() {
         println!("containers bench: skipped: {why}");
         return;
     }
-    let runs: usize = std::env::var("RUNS")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(50);
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(run(runs));
+    support::block_on(run(support::count("RUNS", 50)));
 }
 
 /// A container of the test image running `command`.
@@ -71,60 +65,34 @@ fn with_command(name: &str, image: &str, command: &[&str]) -> cri::ContainerConf
     config
 }
 
-async fn start(c: &mut Client, id: &str) {
-    c.start_container(cri::StartContainerRequest {
-        container_id: id.into(),
-    })
-    .await
-    .unwrap();
-}
-
-async fn stop_remove(c: &mut Client, id: &str) {
-    c.stop_container(cri::StopContainerRequest {
-        container_id: id.into(),
-        timeout: 0,
-    })
-    .await
-    .unwrap();
-    c.remove_container(cri::RemoveContainerRequest {
-        container_id: id.into(),
-    })
-    .await
-    .unwrap();
-}
-
 async fn run(runs: usize) {
     let (_registry, image) = ctr::registry_with_busybox();
     let (dir, mut config) = support::config("hearth-bench-ctr");
+    let handler = std::env::var("HANDLER").unwrap_or_else(|_| "namespaces".into());
+    if handler == vm::HANDLER {
+        let Ok(bundle) = vm::prerequisites("containers bench") else {
+            return;
+        };
+        config.qemu.kernel = bundle.kernel;
+        config.qemu.initramfs = bundle.initramfs;
+        config.qemu.accel = "auto".into();
+        config.timeouts.boot_ms = 60_000;
+    }
     let kubelet_root = dir.path().join("kubelet");
     config.volumes.kubelet_root_dir = kubelet_root.clone();
     let hearthd = Hearthd::spawn(dir.path(), &config);
     let channel = hearthd.connect().await;
-    let mut c = RuntimeServiceClient::new(channel.clone());
-    ImageServiceClient::new(channel)
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let mut c = Client::new(channel.clone());
+    ctr::pull(&channel, &image).await;
     let logs = dir.path().join("logs");
     let mut sandbox = support::pod("ctr", 0);
     sandbox.log_directory = logs.to_string_lossy().into_owned();
     let uid = sandbox.metadata.as_ref().unwrap().uid.clone();
-    let pod = c
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(sandbox.clone()),
-            runtime_handler: "namespaces".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    println!("Hearth container benchmark: namespaces backend, one pod, {runs} runs, image {image}");
+    let t = Instant::now();
+    let pod = run_pod_on(&mut c, &sandbox, &handler).await;
+    let pod_ms = ms_since(t);
+    println!("Hearth container benchmark: {handler} handler, one pod, {runs} runs, image {image}");
+    println!("RunPodSandbox of that pod: {pod_ms:.1} ms");
 
     // Create+start and stop+remove of `sleep` containers, one at a time.
     let mut create_start = Vec::new();
@@ -132,11 +100,10 @@ async fn run(runs: usize) {
     for i in 0..runs + 2 {
         let cfg = with_command(&format!("c{i}"), &image, &["sleep", "3600"]);
         let t = Instant::now();
-        let id = create(&mut c, &pod, cfg, &sandbox).await.unwrap();
-        start(&mut c, &id).await;
+        let id = create_and_start(&mut c, &pod, cfg, &sandbox).await;
         let a = ms_since(t);
         let t = Instant::now();
-        stop_remove(&mut c, &id).await;
+        stop_and_remove(&mut c, &id).await;
         // The first two warm up caches.
         if i >= 2 {
             create_start.push(a);
@@ -145,15 +112,13 @@ async fn run(runs: usize) {
     }
 
     // ExecSync round trips.
-    let sleeper = create(
+    let sleeper = create_and_start(
         &mut c,
         &pod,
         with_command("sleeper", &image, &["sleep", "3600"]),
         &sandbox,
     )
-    .await
-    .unwrap();
-    start(&mut c, &sleeper).await;
+    .await;
     let mut execs = Vec::new();
     for i in 0..runs * 2 + 3 {
         let t = Instant::now();
@@ -165,12 +130,11 @@ async fn run(runs: usize) {
             execs.push(ms_since(t));
         }
     }
-    stop_remove(&mut c, &sleeper).await;
+    stop_and_remove(&mut c, &sleeper).await;
 
     // Log throughput.
     let bytes = LINE * LOG_LINES;
-    // awk rather than `yes | head`: a writer that must die of SIGPIPE would
-    // not here (the container inherits SIGPIPE ignored from the agent).
+    // Lines of a known count and length, written as fast as awk can.
     let script = format!(
         "busybox awk 'BEGIN {{ for (i = 0; i < {LOG_LINES}; i++) print \"{}\" }}'",
         "x".repeat(LINE - 1)
@@ -200,18 +164,13 @@ async fn run(runs: usize) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    stop_remove(&mut c, &logger).await;
+    stop_and_remove(&mut c, &logger).await;
 
     // Volume update propagation.
     let secret = kubelet::volume_dir(&kubelet_root, &uid, "secret", "token");
     kubelet::write_atomic(&secret, &[("key", "v0")]);
     let mut watcher_cfg = with_command("watcher", &image, &["sleep", "3600"]);
-    watcher_cfg.mounts = vec![cri::Mount {
-        container_path: "/etc/token".into(),
-        host_path: secret.to_string_lossy().into_owned(),
-        readonly: true,
-        ..Default::default()
-    }];
+    watcher_cfg.mounts = vec![mount(&secret, "/etc/token", true)];
     let mut propagation = Vec::new();
     let skipped = match create(&mut c, &pod, watcher_cfg, &sandbox).await {
         Err(s) if s.code() == Code::Unimplemented => Some(s.message().to_string()),
@@ -234,29 +193,17 @@ async fn run(runs: usize) {
                 }
                 propagation.push(ms_since(t));
             }
-            stop_remove(&mut c, &watcher).await;
+            stop_and_remove(&mut c, &watcher).await;
             None
         }
     };
 
-    c.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    stop_and_remove_pod(&mut c, &pod).await.unwrap();
     drop(c);
     drop(hearthd);
 
     println!();
-    println!(
-        "{:<40} {:>9} {:>9} {:>9}",
-        "operation", "min ms", "median ms", "p95 ms"
-    );
+    support::print_header();
     print_row("CreateContainer+StartContainer", &create_start);
     print_row("StopContainer+RemoveContainer", &stop_rm);
     print_row("ExecSync `true`", &execs);

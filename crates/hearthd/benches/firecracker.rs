@@ -16,6 +16,8 @@
 //! HEARTH_GUEST_DIR as for the tests (`tests/firecracker.rs`). `PODS=n`
 //! changes the count (20).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "../tests/common/firecracker.rs"]
 mod fcenv;
 mod support;
@@ -86,20 +88,13 @@ fn main() {
     let Some(fc) = fcenv::prerequisites("firecracker bench") else {
         return;
     };
-    let pods: usize = std::env::var("PODS")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(20);
+    let pods = support::count("PODS", 20);
     let events = Arc::new(Mutex::new(Vec::new()));
     tracing::subscriber::set_global_default(
         tracing_subscriber::registry().with(Capture(events.clone())),
     )
     .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run(fc, pods, events));
+    support::block_on(run(fc, pods, events));
 }
 
 async fn run(fc: fcenv::Fc, pods: usize, events: Arc<Mutex<Vec<Started>>>) {
@@ -144,31 +139,15 @@ async fn run(fc: fcenv::Fc, pods: usize, events: Arc<Mutex<Vec<Started>>>) {
         );
         spawn.push(e.spawn_us as f64 / 1e3);
         api.push(api_calls.as_secs_f64() * 1e3);
-        let ids: Vec<String> = client
-            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items
-            .into_iter()
-            .map(|p| p.id)
-            .collect();
-        for id in ids {
-            let _ = client
-                .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                    pod_sandbox_id: id.clone(),
-                })
-                .await;
-            let _ = client
-                .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
-                .await;
+        for p in common::list_pods(&mut client, None).await {
+            let _ = common::stop_and_remove_pod(&mut client, &p.id).await;
         }
     }
     println!("firecracker bench: {} pods (jailed)", host.len());
     if host.is_empty() {
         return;
     }
-    println!("{:<40} {:>9} {:>9} {:>9}", "ms", "min", "median", "p95");
+    support::print_header();
     support::print_row("to InstanceStart minus API calls", &host);
     support::print_row("  of it: manager before the backend", &before_backend);
     support::print_row("  of it: jailer spawn (binary copy)", &spawn);

@@ -7,78 +7,28 @@
 //! comes from HEARTH_AGENT_BIN or scripts/build-agent.sh). `PODS=n` changes
 //! the count.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod support;
 
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::Channel;
+use std::time::Instant;
+
+use common::{agent_pid, run_pod_on, stop_and_remove_pod, Client};
+use support::{ms_since, print_row, rss_kib, Hearthd};
 
 fn main() {
-    if !hearth_test_support::is_root() {
-        println!("sandbox bench: skipped: needs root");
+    if let Some(why) = support::cannot_run() {
+        println!("sandbox bench: skipped: {why}");
         return;
     }
-    let agent = match hearth_test_support::agent_binary() {
-        Ok(a) => a,
-        Err(e) => {
-            println!("sandbox bench: skipped: no agent binary: {e}");
-            return;
-        }
-    };
-    let pods: usize = std::env::var("PODS")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(50);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run(agent, pods));
+    support::block_on(run(support::count("PODS", 50)));
 }
 
-async fn run(agent: std::path::PathBuf, pods: usize) {
-    let dir = tempfile::Builder::new()
-        .prefix("hearth-bench")
-        .tempdir()
-        .unwrap();
-    let tag = dir
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let mut config = hearthd::config::Config {
-        address: dir.path().join("hearth.sock"),
-        root: dir.path().join("root"),
-        state: dir.path().join("state"),
-        default_runtime_handler: "namespaces".into(),
-        log_level: "warn".into(),
-        ..Default::default()
-    };
-    config.namespaces.agent_binary = agent;
-    config.network.netns_dir = dir.path().join("netns");
-    config.cgroups.default_parent = format!("/{tag}");
-    // Loopback-only pods: a CNI network of just the loopback plugin.
-    let cni = dir.path().join("cni");
-    std::fs::create_dir_all(&cni).unwrap();
-    std::fs::write(
-        cni.join("10-loopback.conflist"),
-        r#"{"cniVersion": "1.0.0", "name": "bench-lo", "plugins": [{"type": "loopback"}]}"#,
-    )
-    .unwrap();
-    config.network.cni_conf_dir = cni;
-    config.network.cni_bin_dirs = vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()];
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
-    let mut hearthd = Command::new(env!("CARGO_BIN_EXE_hearthd"))
-        .arg("--config")
-        .arg(&config_path)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut client = connect(&config.address).await;
-    let hearthd_pid = hearthd.id();
+async fn run(pods: usize) {
+    let (dir, config) = support::config("hearth-bench");
+    let hearthd = Hearthd::spawn(dir.path(), &config);
+    let mut client = Client::new(hearthd.connect().await);
+    let hearthd_pid = hearthd.pid();
     let idle_rss = rss_kib(hearthd_pid);
 
     println!("Hearth sandbox benchmark: namespaces backend, {pods} loopback-only pods, scratch disk {} MiB (sparse)", config.scratch.size_mib);
@@ -104,19 +54,11 @@ async fn run(agent: std::path::PathBuf, pods: usize) {
     let stop_par = stop_remove(&client, &ids, 8).await;
 
     println!();
-    println!(
-        "{:<34} {:>9} {:>9} {:>9}",
-        "operation", "min ms", "median ms", "p95 ms"
-    );
-    for (name, samples) in [
-        ("RunPodSandbox, sequential", &run_seq),
-        ("Stop+RemovePodSandbox, sequential", &stop_seq),
-        ("RunPodSandbox, 8 in parallel", &run_par),
-        ("Stop+RemovePodSandbox, 8 parallel", &stop_par),
-    ] {
-        let (min, med, p95) = stats(samples);
-        println!("{name:<34} {min:>9.1} {med:>9.1} {p95:>9.1}");
-    }
+    support::print_header();
+    print_row("RunPodSandbox, sequential", &run_seq);
+    print_row("Stop+RemovePodSandbox, sequential", &stop_seq);
+    print_row("RunPodSandbox, 8 in parallel", &run_par);
+    print_row("Stop+RemovePodSandbox, 8 parallel", &stop_par);
     println!();
     println!(
         "hearthd RSS idle: {:.1} MiB; with {pods} sandboxes: {:.1} MiB",
@@ -131,46 +73,13 @@ async fn run(agent: std::path::PathBuf, pods: usize) {
     );
 
     drop(client);
-    // SAFETY: plain signal to our child.
-    unsafe { libc::kill(hearthd_pid as i32, libc::SIGTERM) };
-    let _ = hearthd.wait();
-    let d =
-        std::ffi::CString::new(config.network.netns_dir.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: umount2 with a valid C string.
-    unsafe { libc::umount2(d.as_ptr(), libc::MNT_DETACH) };
+    drop(hearthd);
 }
 
-async fn connect(socket: &std::path::Path) -> RuntimeServiceClient<Channel> {
-    for _ in 0..400 {
-        if let Ok(ch) = hearth_test_support::cri_channel(socket).await {
-            let mut c = RuntimeServiceClient::new(ch);
-            if c.version(cri::VersionRequest::default()).await.is_ok() {
-                return c;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("hearthd did not come up");
-}
-
-fn pod(prefix: &str, i: usize) -> cri::RunPodSandboxRequest {
-    cri::RunPodSandboxRequest {
-        config: Some(cri::PodSandboxConfig {
-            metadata: Some(cri::PodSandboxMetadata {
-                name: format!("{prefix}-{i}"),
-                uid: format!("uid-{prefix}-{i}"),
-                namespace: "bench".into(),
-                attempt: 0,
-            }),
-            hostname: format!("{prefix}-{i}"),
-            ..Default::default()
-        }),
-        runtime_handler: "namespaces".into(),
-    }
-}
-
+/// Runs `n` pods named `<prefix>-<i>`, `parallel` at a time: the latency
+/// of each RunPodSandbox (ms) and the pods' ids.
 async fn run_pods(
-    client: &RuntimeServiceClient<Channel>,
+    client: &Client,
     prefix: &str,
     n: usize,
     parallel: usize,
@@ -189,13 +98,8 @@ async fn run_pods(
                     return out;
                 }
                 let t = Instant::now();
-                let id = c
-                    .run_pod_sandbox(pod(&prefix, i))
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .pod_sandbox_id;
-                out.push((t.elapsed().as_secs_f64() * 1000.0, id));
+                let id = run_pod_on(&mut c, &support::pod(&prefix, i), "namespaces").await;
+                out.push((ms_since(t), id));
             }
         }));
     }
@@ -210,11 +114,9 @@ async fn run_pods(
     (samples, ids)
 }
 
-async fn stop_remove(
-    client: &RuntimeServiceClient<Channel>,
-    ids: &[String],
-    parallel: usize,
-) -> Vec<f64> {
+/// Stops and removes the pods `ids`, `parallel` at a time: the latency of
+/// each Stop+Remove (ms).
+async fn stop_remove(client: &Client, ids: &[String], parallel: usize) -> Vec<f64> {
     let chunks: Vec<Vec<String>> = ids
         .chunks(ids.len().div_ceil(parallel).max(1))
         .map(|c| c.to_vec())
@@ -226,15 +128,8 @@ async fn stop_remove(
             let mut out = Vec::new();
             for id in chunk {
                 let t = Instant::now();
-                c.stop_pod_sandbox(cri::StopPodSandboxRequest {
-                    pod_sandbox_id: id.clone(),
-                })
-                .await
-                .unwrap();
-                c.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
-                    .await
-                    .unwrap();
-                out.push(t.elapsed().as_secs_f64() * 1000.0);
+                stop_and_remove_pod(&mut c, &id).await.unwrap();
+                out.push(ms_since(t));
             }
             out
         }));
@@ -244,34 +139,4 @@ async fn stop_remove(
         samples.extend(t.await.unwrap());
     }
     samples
-}
-
-async fn agent_pid(client: &mut RuntimeServiceClient<Channel>, id: &str) -> u32 {
-    let r = client
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
-    info["backendState"]["agent_pid"].as_u64().unwrap() as u32
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn stats(samples: &[f64]) -> (f64, f64, f64) {
-    let mut s = samples.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let at = |q: f64| s[((s.len() as f64 - 1.0) * q).round() as usize];
-    (s[0], at(0.5), at(0.95))
 }

@@ -222,11 +222,11 @@ async fn bad_requests_are_refused_and_leave_nothing() {
     }
     // Other RPCs say they are not there yet.
     let e = c
-        .update_container_resources(cri::UpdateContainerResourcesRequest::default())
+        .container_stats(cri::ContainerStatsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
-    assert!(e.message().contains("UpdateContainerResources"));
+    assert!(e.message().contains("ContainerStats"));
 
     drop(c);
     drop(runner);

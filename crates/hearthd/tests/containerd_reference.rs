@@ -413,16 +413,7 @@ impl Containerd {
     /// Starts containerd and imports the sandbox image; returns once the
     /// CRI plugin lists that image.
     async fn start() -> Containerd {
-        let dir = tempfile::Builder::new()
-            .prefix("hearth-cref")
-            .tempdir()
-            .unwrap();
-        let tag = dir
-            .path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let (dir, tag) = temp_dir("hearth-cref");
         let mut me = Containerd {
             child: None,
             cgroup_parent: format!("/{tag}"),

@@ -17,42 +17,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use ctr::*;
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 use tonic::Code;
-
-/// Runs a pod whose containers log under `<env>/pod-logs`; returns its
-/// id, its config (CreateContainer sends it again) and the log directory.
-async fn run_pod_with_logs(
-    c: &mut RuntimeServiceClient<Channel>,
-    env: &Env,
-    name: &str,
-) -> (String, cri::PodSandboxConfig, std::path::PathBuf) {
-    let logs = env.path().join("pod-logs");
-    let mut pod_config = pod(name, &env.cgroup_parent);
-    pod_config.log_directory = logs.to_string_lossy().into_owned();
-    let pod_id = c
-        .run_pod_sandbox(run_request(pod_config.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    (pod_id, pod_config, logs)
-}
-
-async fn list(
-    c: &mut RuntimeServiceClient<Channel>,
-    filter: cri::ContainerFilter,
-) -> Vec<cri::Container> {
-    c.list_containers(cri::ListContainersRequest {
-        filter: Some(filter),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .containers
-}
 
 /// Checks one CRI log line and returns (stream, tag, text).
 fn parse_log_line(line: &str) -> (String, String, String) {
@@ -87,30 +54,17 @@ fn parse_log_line(line: &str) -> (String, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_through_the_cri() {
-    if hearth_test_support::skip_unless_root("containers") {
-        return;
-    }
-    if let Some(why) = registry::need(&["docker-registry", "skopeo", "mkfs.erofs"], true) {
-        eprintln!("containers: skipped: {why}");
+    if skip_without_registry("containers") {
         return;
     }
     let (_reg, image) = registry_with_busybox();
     let env = Env::new();
     let daemon = Daemon::start(&env).await;
-    let mut images = ImageServiceClient::new(daemon.channel.clone());
-    let image_id = images
-        .pull_image(cri::PullImageRequest {
-            image: spec(&image),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .image_ref;
+    let image_id = pull(&daemon.channel, &image).await;
     let mut c = daemon.client.clone();
     let before = env.snapshot();
 
-    let (pod_id, pod_config, logs) = run_pod_with_logs(&mut c, &env, "ctr").await;
+    let (pod_id, pod_config, logs) = run_pod_with_logs(&mut c, &env, "ctr", &handler()).await;
 
     // 1. The image's entrypoint + args (args override cmd), its env merged
     //    with the CRI's, its workdir and user; output to both streams.
@@ -127,11 +81,7 @@ async fn containers_through_the_cri() {
     let s = status(&mut c, &hello_id).await;
     assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
     assert!(s.created_at > 0 && s.started_at == 0);
-    c.start_container(cri::StartContainerRequest {
-        container_id: hello_id.clone(),
-    })
-    .await
-    .unwrap();
+    start(&mut c, &hello_id).await;
     let s = wait_state(&mut c, &hello_id, EXITED).await;
     assert_eq!(s.exit_code, 0, "{s:?}");
     assert_eq!(s.reason, "Completed");
@@ -213,13 +163,7 @@ async fn containers_through_the_cri() {
         "-c".into(),
         "echo before; while [ ! -e /tmp/go ]; do /bin/busybox sleep 0.05; done; echo after".into(),
     ];
-    rotate.linux = Some(cri::LinuxContainerConfig {
-        security_context: Some(cri::LinuxContainerSecurityContext {
-            run_as_user: Some(cri::Int64Value { value: 0 }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    rotate.linux = Some(run_as_root());
     let rotate_id = create(&mut c, &pod_id, rotate, &pod_config).await.unwrap();
     let e = c
         .reopen_container_log(cri::ReopenContainerLogRequest {
@@ -228,11 +172,7 @@ async fn containers_through_the_cri() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    c.start_container(cri::StartContainerRequest {
-        container_id: rotate_id.clone(),
-    })
-    .await
-    .unwrap();
+    start(&mut c, &rotate_id).await;
     let rotate_log = logs.join("rotate/0.log");
     let end = Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(&rotate_log)
@@ -355,21 +295,8 @@ async fn containers_through_the_cri() {
         ),
     ];
     stubborn.working_dir = "/tmp".into();
-    stubborn.linux = Some(cri::LinuxContainerConfig {
-        security_context: Some(cri::LinuxContainerSecurityContext {
-            run_as_user: Some(cri::Int64Value { value: 0 }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let stub_id = create(&mut c, &pod_id, stubborn, &pod_config)
-        .await
-        .unwrap();
-    c.start_container(cri::StartContainerRequest {
-        container_id: stub_id.clone(),
-    })
-    .await
-    .unwrap();
+    stubborn.linux = Some(run_as_root());
+    let stub_id = create_and_start(&mut c, &pod_id, stubborn, &pod_config).await;
     let s = status(&mut c, &stub_id).await;
     assert_eq!(s.state, RUNNING);
 
@@ -497,9 +424,9 @@ async fn containers_through_the_cri() {
     assert!(text.ends_with(" stdout F ready\n"), "{text}");
 
     // 5. ListContainers and its filters.
-    let all = list(&mut c, cri::ContainerFilter::default()).await;
+    let all = list_containers(&mut c, cri::ContainerFilter::default()).await;
     assert_eq!(all.len(), 5);
-    let by_pod = list(
+    let by_pod = list_containers(
         &mut c,
         cri::ContainerFilter {
             pod_sandbox_id: pod_id.clone(),
@@ -508,7 +435,7 @@ async fn containers_through_the_cri() {
     )
     .await;
     assert_eq!(by_pod.len(), 5);
-    let by_label = list(
+    let by_label = list_containers(
         &mut c,
         cri::ContainerFilter {
             label_selector: [("container".to_string(), "fail".to_string())].into(),
@@ -519,7 +446,7 @@ async fn containers_through_the_cri() {
     assert_eq!(by_label.len(), 1);
     assert_eq!(by_label[0].id, fail_id);
     assert_eq!(by_label[0].image_id, image_id);
-    let by_id = list(
+    let by_id = list_containers(
         &mut c,
         cri::ContainerFilter {
             id: hello_id[..12].into(),
@@ -529,7 +456,7 @@ async fn containers_through_the_cri() {
     )
     .await;
     assert_eq!(by_id.len(), 1);
-    let running = list(
+    let running = list_containers(
         &mut c,
         cri::ContainerFilter {
             state: Some(cri::ContainerStateValue { state: RUNNING }),
@@ -589,22 +516,21 @@ async fn containers_through_the_cri() {
         .await
         .unwrap();
     }
-    assert_eq!(list(&mut c, cri::ContainerFilter::default()).await.len(), 4);
-    let mut last = container("last", &image);
-    last.command = vec!["/bin/busybox".into(), "sleep".into(), marker()];
-    let last_id = create(&mut c, &pod_id, last, &pod_config).await.unwrap();
-    c.start_container(cri::StartContainerRequest {
-        container_id: last_id.clone(),
-    })
-    .await
-    .unwrap();
+    assert_eq!(
+        list_containers(&mut c, cri::ContainerFilter::default())
+            .await
+            .len(),
+        4
+    );
+    let last = sleeping("last", &image, marker());
+    let last_id = create_and_start(&mut c, &pod_id, last, &pod_config).await;
     assert_eq!(marker_processes().len(), 1, "{:?}", marker_processes());
     c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: pod_id.clone(),
     })
     .await
     .unwrap();
-    assert!(list(&mut c, cri::ContainerFilter::default())
+    assert!(list_containers(&mut c, cri::ContainerFilter::default())
         .await
         .is_empty());
     let e = c
@@ -629,7 +555,6 @@ async fn containers_through_the_cri() {
     assert_eq!(records, 0, "container records left");
 
     drop(c);
-    drop(images);
     daemon.shutdown().await;
 }
 
@@ -663,11 +588,7 @@ async fn connect(socket: &std::path::Path) -> Channel {
 /// agent held it meanwhile) and its exit is recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_container_survives_a_hearthd_restart() {
-    if hearth_test_support::skip_unless_root("containers restart") {
-        return;
-    }
-    if let Some(why) = registry::need(&["docker-registry", "skopeo", "mkfs.erofs"], true) {
-        eprintln!("containers restart: skipped: {why}");
+    if skip_without_registry("containers restart") {
         return;
     }
     let (_reg, image) = registry_with_busybox();
@@ -677,46 +598,24 @@ async fn a_running_container_survives_a_hearthd_restart() {
     let config = env.write_config();
     let mut hearthd = spawn_hearthd(&config, &env.path().join("hearthd-1.log"));
     let ch = connect(&env.config.address).await;
-    ImageServiceClient::new(ch.clone())
-        .pull_image(cri::PullImageRequest {
-            image: spec(&image),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    pull(&ch, &image).await;
     let before = env.snapshot();
     let mut c = RuntimeServiceClient::new(ch);
-    let (pod_id, pod_config, logs) = run_pod_with_logs(&mut c, &env, "restart").await;
+    let (pod_id, pod_config, logs) = run_pod_with_logs(&mut c, &env, "restart", &handler()).await;
     let mut cfg = container("writer", &image);
     cfg.command = vec![
         "/bin/sh".into(),
         "-c".into(),
         "echo one; /bin/busybox sleep 3; echo two; exit 5".into(),
     ];
-    let id = create(&mut c, &pod_id, cfg, &pod_config).await.unwrap();
-    c.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    let id = create_and_start(&mut c, &pod_id, cfg, &pod_config).await;
     // A container reading a secret: its watcher must come back with hearthd.
     let uid = pod_config.metadata.as_ref().unwrap().uid.clone();
     let secret = kubelet::volume_dir(&kubelet_root, &uid, "secret", "token");
     kubelet::write_atomic(&secret, &[("key", "before")]);
-    let mut reader = container("reader", &image);
-    reader.command = vec!["/bin/busybox".into(), "sleep".into(), "600".into()];
-    reader.mounts = vec![cri::Mount {
-        container_path: "/secret".into(),
-        host_path: secret.to_string_lossy().into_owned(),
-        readonly: true,
-        ..Default::default()
-    }];
-    let reader_id = create(&mut c, &pod_id, reader, &pod_config).await.unwrap();
-    c.start_container(cri::StartContainerRequest {
-        container_id: reader_id.clone(),
-    })
-    .await
-    .unwrap();
+    let mut reader = sleeping("reader", &image, "600");
+    reader.mounts = vec![mount(&secret, "/secret", true)];
+    let reader_id = create_and_start(&mut c, &pod_id, reader, &pod_config).await;
     let log = logs.join("writer/0.log");
     let end = Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(&log)

@@ -25,36 +25,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ctr::*;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::Channel;
 
 /// The pod's IP from its status.
-async fn pod_ip(c: &mut RuntimeServiceClient<Channel>, id: &str) -> String {
-    c.pod_sandbox_status(cri::PodSandboxStatusRequest {
-        pod_sandbox_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .status
-    .unwrap()
-    .network
-    .unwrap()
-    .ip
-}
-
-/// A Linux config that runs the container as root.
-fn root() -> cri::LinuxContainerConfig {
-    cri::LinuxContainerConfig {
-        security_context: Some(cri::LinuxContainerSecurityContext {
-            run_as_user: Some(cri::Int64Value { value: 0 }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+async fn pod_ip(c: &mut Client, id: &str) -> String {
+    let status = pod_status(c, id, false).await.status.unwrap();
+    status.network.unwrap().ip
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +38,18 @@ async fn scenarios_in_a_qemu_guest() {
     let Ok(bundle) = vm::prerequisites(test) else {
         return;
     };
-    scenarios(test, vm::qemu_env(&bundle), vm::HANDLER, &bundle.release).await;
+    let vmm = Vmm {
+        name: "QEMU",
+        pid: |state| state["qemu"]["pid"].as_u64(),
+    };
+    scenarios(
+        test,
+        vm::qemu_env(&bundle),
+        vm::HANDLER,
+        &bundle.release,
+        vmm,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,47 +73,37 @@ async fn scenarios_in_a_firecracker_guest() {
     let mut env = Env::new();
     env.config.firecracker = fcenv::fc_config(&fc, false);
     env.config.timeouts.boot_ms = 30_000;
-    scenarios(test, env, "firecracker", &release).await;
+    let vmm = Vmm {
+        name: "Firecracker",
+        pid: |state| state["pid"].as_u64(),
+    };
+    scenarios(test, env, "firecracker", &release, vmm).await;
 }
 
-/// The scenarios on `handler` (a VM backend in `env`) whose guest kernel
-/// is `release`.
-async fn scenarios(test: &str, mut env: Env, handler: &str, release: &str) {
-    if let Some(why) = registry::need(&["docker-registry", "skopeo", "mkfs.erofs"], true) {
-        eprintln!("{test}: skipped: {why}");
+/// The backend's VMM process: its name in the pod's reason, and where its
+/// pid is in PodSandboxStatus' `backendState`.
+struct Vmm {
+    name: &'static str,
+    pid: fn(&serde_json::Value) -> Option<u64>,
+}
+
+/// The scenarios on `handler` (a VM backend in `env`, run by `vmm`) whose
+/// guest kernel is `release`.
+async fn scenarios(test: &str, mut env: Env, handler: &str, release: &str, vmm: Vmm) {
+    if skip_without_registry(test) {
         return;
     }
     let (_reg, image) = registry_with_busybox();
     let kubelet_root = env.path().join("kubelet");
     env.config.volumes.kubelet_root_dir = kubelet_root.clone();
-    let daemon = Daemon::start(&env).await;
-    let mut images = ImageServiceClient::new(daemon.channel.clone());
-    images
-        .pull_image(cri::PullImageRequest {
-            image: spec(&image),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut c = daemon.client.clone();
+    let (daemon, mut c) = daemon_with_image(&env, &image).await;
     let before = env.snapshot();
 
     // A pod in a VM, with the test's CNI network.
-    let logs = env.path().join("pod-logs");
-    let mut vm_pod = pod("guest", &env.cgroup_parent);
-    vm_pod.log_directory = logs.to_string_lossy().into_owned();
-    let uid = vm_pod.metadata.as_ref().unwrap().uid.clone();
     let t0 = Instant::now();
-    let vm_id = c
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(vm_pod.clone()),
-            runtime_handler: handler.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let (vm_id, vm_pod, logs) = run_pod_with_logs(&mut c, &env, "guest", handler).await;
     eprintln!("{test}: pod READY in {:?}", t0.elapsed());
+    let uid = vm_pod.metadata.as_ref().unwrap().uid.clone();
     let vm_ip = pod_ip(&mut c, &vm_id).await;
     assert!(!vm_ip.is_empty());
 
@@ -140,20 +116,10 @@ async fn scenarios(test: &str, mut env: Env, handler: &str, release: &str) {
         "echo started in $(/bin/busybox uname -r); cat /secret/key; echo; exec sleep 600".into(),
     ];
     // Root, for ping's raw socket (CAP_NET_RAW is in the default set).
-    app.linux = Some(root());
-    app.mounts = vec![cri::Mount {
-        container_path: "/secret".into(),
-        host_path: secret.to_string_lossy().into_owned(),
-        readonly: true,
-        ..Default::default()
-    }];
+    app.linux = Some(run_as_root());
+    app.mounts = vec![mount(&secret, "/secret", true)];
     let t1 = Instant::now();
-    let app_id = create(&mut c, &vm_id, app, &vm_pod).await.unwrap();
-    c.start_container(cri::StartContainerRequest {
-        container_id: app_id.clone(),
-    })
-    .await
-    .unwrap();
+    let app_id = create_and_start(&mut c, &vm_id, app, &vm_pod).await;
     eprintln!(
         "{test}: container created and started in {:?}",
         t1.elapsed()
@@ -205,45 +171,18 @@ async fn scenarios(test: &str, mut env: Env, handler: &str, release: &str) {
     );
 
     // A container over its cgroup v2 memory limit is OOM-killed.
-    let mut hog = container("hog", &image);
-    hog.command = vec!["/bin/busybox".into(), "tail".into(), "/dev/zero".into()];
-    hog.linux = Some(cri::LinuxContainerConfig {
-        resources: Some(cri::LinuxContainerResources {
-            memory_limit_in_bytes: 32 << 20,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let (hog_id, s) = run_to_exit(&mut c, &vm_id, hog, &vm_pod).await;
-    assert_eq!(
-        (s.reason.as_str(), s.exit_code),
-        ("OOMKilled", 137),
-        "{s:?}"
-    );
+    let hog = memory_hog(&image, 32 << 20, 0);
+    let (hog_id, _) = run_to_oom(&mut c, &env, &vm_id, hog, &vm_pod).await;
     remove(&mut c, &hog_id).await;
 
     // A pod on the namespaces handler on the same bridge: the guest
     // reaches it, and it reaches the guest.
     let peer_pod = pod("peer", &env.cgroup_parent);
-    let peer_id = c
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(peer_pod.clone()),
-            runtime_handler: "namespaces".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let peer_id = run_pod_on(&mut c, &peer_pod, "namespaces").await;
     let peer_ip = pod_ip(&mut c, &peer_id).await;
-    let mut peer = container("peer", &image);
-    peer.command = vec!["/bin/busybox".into(), "sleep".into(), "600".into()];
-    peer.linux = Some(root());
-    let peer_ctr = create(&mut c, &peer_id, peer, &peer_pod).await.unwrap();
-    c.start_container(cri::StartContainerRequest {
-        container_id: peer_ctr.clone(),
-    })
-    .await
-    .unwrap();
+    let mut peer = sleeping("peer", &image, "600");
+    peer.linux = Some(run_as_root());
+    let peer_ctr = create_and_start(&mut c, &peer_id, peer, &peer_pod).await;
     for (from, to) in [(&peer_ctr, &vm_ip), (&app_id, &peer_ip)] {
         let r = exec(
             &mut c,
@@ -262,17 +201,23 @@ async fn scenarios(test: &str, mut env: Env, handler: &str, release: &str) {
         );
     }
 
+    // The VMM dies under a running container: the pod is NOTREADY, the
+    // container has exited and says why.
+    let (_, before_kill) = info(&mut c, &vm_id).await;
+    let pid = (vmm.pid)(&before_kill["backendState"]).expect("the VMM's pid") as i32;
+    // SAFETY: kill of the pid the sandbox reports for its VMM.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let s = wait_state(&mut c, &app_id, EXITED).await;
+    assert_eq!(s.reason, "Error", "{s:?}");
+    assert!(
+        s.message.contains("the pod sandbox died") && s.message.contains(vmm.name),
+        "{s:?}"
+    );
+    let (state, after) = info(&mut c, &vm_id).await;
+    assert_eq!(state, NOTREADY, "{after}");
+
     for id in [&vm_id, &peer_id] {
-        c.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: id.to_string(),
-        })
-        .await
-        .unwrap();
-        c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: id.to_string(),
-        })
-        .await
-        .unwrap();
+        stop_and_remove_pod(&mut c, id).await.unwrap();
     }
     daemon.shutdown().await;
     env.assert_clean(&before);

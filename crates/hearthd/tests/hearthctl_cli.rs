@@ -2,63 +2,24 @@
 //! stopp, rmp, in tables and `-o json`, and its errors.
 
 mod common;
-
-use std::path::PathBuf;
-use std::process::Command;
+#[path = "common/hearthctl.rs"]
+mod hearthctl;
 
 use common::*;
-
-/// hearthctl's binary: HEARTHCTL_BIN (scripts/test.sh builds and sets it),
-/// else target/debug/hearthctl if it was built.
-fn hearthctl() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("HEARTHCTL_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/hearthctl");
-    p.exists().then_some(p)
-}
-
-struct Ctl {
-    bin: PathBuf,
-    socket: PathBuf,
-}
-
-impl Ctl {
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(&self.bin)
-            .arg("--address")
-            .arg(&self.socket)
-            .args(args)
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(code, 0, "hearthctl {args:?} failed: {err}");
-        out
-    }
-}
+use hearthctl::Hearthctl;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hearthctl_drives_a_pod_through_hearthd() {
     if hearth_test_support::skip_unless_root("hearthctl_cli") {
         return;
     }
-    let Some(bin) = hearthctl() else {
-        eprintln!("hearthctl_cli: skipped: no hearthctl binary (build it with cargo build -p hearthctl or set HEARTHCTL_BIN)");
+    let Some(bin) = hearthctl::binary("hearthctl_cli") else {
         return;
     };
     let env = Env::new();
     let before = env.snapshot();
     let daemon = Daemon::start(&env).await;
-    let ctl = Ctl {
+    let ctl = Hearthctl {
         bin,
         socket: env.config.address.clone(),
     };
@@ -113,18 +74,18 @@ async fn hearthctl_drives_a_pod_through_hearthd() {
         assert_eq!(ctl.ok(&["pods", "-q"]).trim(), "");
 
         // Errors: exit 1 and the gRPC code, named.
-        let (code, _, err) = ctl.run(&["inspectp", "feedfeedfeed"]);
-        assert_eq!(code, 1);
-        assert!(err.contains("NotFound"), "{err}");
-        let (code, _, err) = ctl.run(&["runp", "examples/no-such-file.yaml"]);
-        assert_eq!(code, 1, "{err}");
-        let missing = Ctl {
+        let r = ctl.run(&["inspectp", "feedfeedfeed"]);
+        assert_eq!(r.code, 1);
+        assert!(r.stderr.contains("NotFound"), "{}", r.stderr);
+        let r = ctl.run(&["runp", "examples/no-such-file.yaml"]);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        let missing = Hearthctl {
             bin: ctl.bin.clone(),
             socket: env_ns.join("nothing.sock"),
         };
-        let (code, _, err) = missing.run(&["version"]);
-        assert_eq!(code, 1);
-        assert!(err.contains("is hearthd running?"), "{err}");
+        let r = missing.run(&["version"]);
+        assert_eq!(r.code, 1);
+        assert!(r.stderr.contains("is hearthd running?"), "{}", r.stderr);
     })
     .await;
     daemon.shutdown().await;

@@ -9,25 +9,16 @@
 mod common;
 #[path = "common/containers.rs"]
 mod ctr;
+#[path = "common/hearthctl.rs"]
+mod hearthctl;
 #[path = "../../image/tests/common/mod.rs"]
 mod registry;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
+use hearthctl::{Hearthctl, Output};
 use hearthd::config::Config;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-
-/// hearthctl's binary: HEARTHCTL_BIN, else target/debug/hearthctl.
-fn hearthctl() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("HEARTHCTL_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/hearthctl");
-    p.exists().then_some(p)
-}
 
 /// The config with `[volumes] kubelet_root_dir` set, if this hearthd has
 /// that setting.
@@ -44,37 +35,16 @@ fn with_kubelet_root(config: &Config, root: &Path) -> Option<Config> {
     value.try_into().ok()
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
+/// hearthctl with this test's kubelet root and log root.
 struct Ctl {
-    bin: PathBuf,
-    socket: PathBuf,
+    cli: Hearthctl,
     kubelet_root: PathBuf,
     log_root: PathBuf,
 }
 
 impl Ctl {
-    fn run(&self, args: &[&str]) -> Run {
-        let out = Command::new(&self.bin)
-            .arg("--address")
-            .arg(&self.socket)
-            .args(args)
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-            .output()
-            .unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
     /// `hearthctl run <manifest> <extra>` with this test's directories.
-    fn run_pod(&self, manifest: &Path, extra: &[&str]) -> Run {
+    fn run_pod(&self, manifest: &Path, extra: &[&str]) -> Output {
         let mut args = vec![
             "run".to_string(),
             manifest.to_string_lossy().into_owned(),
@@ -89,11 +59,11 @@ impl Ctl {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.run(&args)
+        self.cli.run(&args)
     }
 
     fn pods(&self) -> String {
-        self.run(&["pods", "-q", "--no-trunc"]).stdout
+        self.cli.run(&["pods", "-q", "--no-trunc"]).stdout
     }
 
     /// Pod directories left under the kubelet root and log root.
@@ -134,15 +104,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hearthctl_runs_pod_manifests() {
-    if hearth_test_support::skip_unless_root("hearthctl_run") {
+    if ctr::skip_without_registry("hearthctl_run") {
         return;
     }
-    if let Some(why) = registry::need(&["docker-registry", "skopeo", "mkfs.erofs"], true) {
-        eprintln!("hearthctl_run: skipped: {why}");
-        return;
-    }
-    let Some(bin) = hearthctl() else {
-        eprintln!("hearthctl_run: skipped: no hearthctl binary (cargo build -p hearthctl, or set HEARTHCTL_BIN)");
+    let Some(bin) = hearthctl::binary("hearthctl_run") else {
         return;
     };
     let (_reg, image) = ctr::registry_with_busybox();
@@ -155,22 +120,14 @@ async fn hearthctl_runs_pod_manifests() {
         }
         None => false,
     };
-    let daemon = Daemon::start(&env).await;
     // Pulled once here, so that the leak snapshot does not count the image.
-    ImageServiceClient::new(daemon.channel.clone())
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (daemon, _) = ctr::daemon_with_image(&env, &image).await;
     let before = env.snapshot();
     let ctl = Ctl {
-        bin,
-        socket: env.config.address.clone(),
+        cli: Hearthctl {
+            bin,
+            socket: env.config.address.clone(),
+        },
         kubelet_root,
         log_root: env.path().join("pod-logs"),
     };
@@ -213,7 +170,7 @@ async fn hearthctl_runs_pod_manifests() {
         );
         let pod_id = ctl.pods().trim().to_string();
         assert_eq!(pod_id.len(), 64, "one pod left: {pod_id:?}");
-        let inspect = ctl.run(&["inspectp", &pod_id]);
+        let inspect = ctl.cli.run(&["inspectp", &pod_id]);
         let info: serde_json::Value = serde_json::from_str(&inspect.stdout).unwrap();
         // 1 + 0.5 cpu of limits: 2 vCPUs; 128 MiB of limits.
         assert_eq!(info["info"]["info"]["vm"]["vcpus"], 2, "{info}");
@@ -226,9 +183,9 @@ async fn hearthctl_runs_pod_manifests() {
             .unwrap()
             .to_string();
         assert_eq!(uid.len(), 36, "{info}");
-        let ps = ctl.run(&["ps", "-a", "-q", "--pod", &pod_id]).stdout;
+        let ps = ctl.cli.run(&["ps", "-a", "-q", "--pod", &pod_id]).stdout;
         assert_eq!(ps.lines().count(), 2, "{ps}");
-        assert!(ctl.run(&["rmp", "-f", &pod_id]).code == 0);
+        assert!(ctl.cli.run(&["rmp", "-f", &pod_id]).code == 0);
         for d in ctl.leftovers() {
             std::fs::remove_dir_all(d).unwrap();
         }

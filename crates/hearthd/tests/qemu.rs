@@ -104,6 +104,23 @@ async fn qemu_pod_boots_a_real_guest_with_the_agent_as_pid_1_and_leaves_nothing(
     }
     let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
     assert_ne!(ns(&qemu.to_string()), ns("self"));
+    // QEMU dropped to a uid of the configured range once set up.
+    let status = std::fs::read_to_string(format!("/proc/{qemu}/status")).unwrap();
+    let uids: Vec<u32> = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|u| u.parse().unwrap())
+        .collect();
+    let range =
+        env.config.qemu.vm_uid_start..env.config.qemu.vm_uid_start + env.config.qemu.vm_uid_count;
+    assert!(uids.iter().all(|u| range.contains(u)), "QEMU uids {uids:?}");
+    assert!(info["backendState"]["isolation"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("QEMU runs as uid {}", uids[0])));
 
     // The agent is PID 1 of a real guest kernel.
     let socket = PathBuf::from(info["backendState"]["agent_socket"].as_str().unwrap());

@@ -21,9 +21,6 @@ use std::path::PathBuf;
 use common::*;
 use ctr::*;
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::Channel;
 use tonic::Code;
 
 /// The host directory of container `id`'s cgroup in the v1 hierarchy that
@@ -54,19 +51,8 @@ fn read(dir: &std::path::Path, file: &str) -> String {
         .to_owned()
 }
 
-fn with_resources(
-    mut c: cri::ContainerConfig,
-    r: cri::LinuxContainerResources,
-) -> cri::ContainerConfig {
-    c.linux = Some(cri::LinuxContainerConfig {
-        resources: Some(r),
-        ..Default::default()
-    });
-    c
-}
-
 async fn update(
-    c: &mut RuntimeServiceClient<Channel>,
+    c: &mut Client,
     id: &str,
     r: cri::LinuxContainerResources,
 ) -> Result<(), tonic::Status> {
@@ -79,6 +65,43 @@ async fn update(
     .map(drop)
 }
 
+/// The limits both tests give their running container: CPU, memory, pids.
+fn sleeper_limits() -> cri::LinuxContainerResources {
+    cri::LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: 50_000,
+        cpu_shares: 512,
+        memory_limit_in_bytes: 64 << 20,
+        unified: [("pids.max".to_string(), "50".to_string())].into(),
+        ..Default::default()
+    }
+}
+
+/// A memory limit of `bytes`, and the same memory+swap (no swap).
+fn memory_limit(bytes: i64) -> cri::LinuxContainerResources {
+    cri::LinuxContainerResources {
+        memory_limit_in_bytes: bytes,
+        memory_swap_limit_in_bytes: bytes,
+        ..Default::default()
+    }
+}
+
+/// UpdateContainerResources of `id` is refused as FailedPrecondition
+/// (the container is not running).
+async fn assert_not_updatable(c: &mut Client, id: &str) {
+    let e = update(
+        c,
+        id,
+        cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+}
+
 fn reported(s: &cri::ContainerStatus) -> cri::LinuxContainerResources {
     s.resources
         .as_ref()
@@ -88,11 +111,7 @@ fn reported(s: &cri::ContainerStatus) -> cri::LinuxContainerResources {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_limits_oom_and_updates() {
-    if hearth_test_support::skip_unless_root("resources") {
-        return;
-    }
-    if let Some(why) = registry::need(&["docker-registry", "skopeo", "mkfs.erofs"], true) {
-        eprintln!("resources: skipped: {why}");
+    if skip_without_registry("resources") {
         return;
     }
     if !std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
@@ -101,42 +120,15 @@ async fn container_limits_oom_and_updates() {
     }
     let (_reg, image) = registry_with_busybox();
     let env = Env::new();
-    let daemon = Daemon::start(&env).await;
-    ImageServiceClient::new(daemon.channel.clone())
-        .pull_image(cri::PullImageRequest {
-            image: spec(&image),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (daemon, mut c) = daemon_with_image(&env, &image).await;
     let before = env.snapshot();
-    let mut c = daemon.client.clone();
     let pod_config = pod("limits", &env.cgroup_parent);
     let pod_cgroup = pod_config.linux.as_ref().unwrap().cgroup_parent.clone();
-    let pod_id = c
-        .run_pod_sandbox(run_request(pod_config.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let pod_id = run_pod_on(&mut c, &pod_config, &handler()).await;
 
     // 1. Over its memory limit: the kernel's OOM killer ends it.
-    let mut hog = with_resources(
-        container("hog", &image),
-        cri::LinuxContainerResources {
-            memory_limit_in_bytes: 32 << 20,
-            memory_swap_limit_in_bytes: 32 << 20,
-            ..Default::default()
-        },
-    );
-    hog.command = vec!["/bin/busybox".into(), "tail".into(), "/dev/zero".into()];
-    let (hog_id, s) = run_to_exit(&mut c, &pod_id, hog, &pod_config).await;
-    assert_eq!(
-        (s.exit_code, s.reason.as_str()),
-        (137, "OOMKilled"),
-        "{s:?}\n{}",
-        agent_logs(&env)
-    );
+    let hog = memory_hog(&image, 32 << 20, 32 << 20);
+    let (hog_id, s) = run_to_oom(&mut c, &env, &pod_id, hog, &pod_config).await;
     assert_eq!(reported(&s).memory_limit_in_bytes, 32 << 20);
     let hog_mem = host_cgroup(&pod_cgroup, "memory", &hog_id);
     assert_eq!(
@@ -177,27 +169,12 @@ async fn container_limits_oom_and_updates() {
     assert!(e.message().contains("memory.high"), "{e:?}");
 
     // 2. The limits of a running container, as the host sees them.
-    let mut sleeper = container("sleeper", &image);
-    sleeper.command = vec!["/bin/busybox".into(), "sleep".into(), "1000".into()];
-    let sleeper = with_resources(
-        sleeper,
-        cri::LinuxContainerResources {
-            cpu_period: 100_000,
-            cpu_quota: 50_000,
-            cpu_shares: 512,
-            memory_limit_in_bytes: 64 << 20,
-            memory_swap_limit_in_bytes: 64 << 20,
-            unified: [("pids.max".to_string(), "50".to_string())].into(),
-            ..Default::default()
-        },
-    );
-    let id = create(&mut c, &pod_id, sleeper, &pod_config).await.unwrap();
-    c.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    wait_state(&mut c, &id, RUNNING).await;
+    let limits = cri::LinuxContainerResources {
+        memory_swap_limit_in_bytes: 64 << 20,
+        ..sleeper_limits()
+    };
+    let sleeper = with_resources(sleeping("sleeper", &image, "1000"), limits);
+    let id = create_running(&mut c, &pod_id, sleeper, &pod_config).await;
     let mem = host_cgroup(&pod_cgroup, "memory", &id);
     let cpu = host_cgroup(&pod_cgroup, "cpu", &id);
     let pids = host_cgroup(&pod_cgroup, "pids", &id);
@@ -230,19 +207,12 @@ async fn container_limits_oom_and_updates() {
     );
 
     // 3. UpdateContainerResources on the running container.
-    update(
-        &mut c,
-        &id,
-        cri::LinuxContainerResources {
-            cpu_period: 100_000,
-            cpu_quota: 200_000,
-            memory_limit_in_bytes: 128 << 20,
-            memory_swap_limit_in_bytes: 128 << 20,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let more = cri::LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: 200_000,
+        ..memory_limit(128 << 20)
+    };
+    update(&mut c, &id, more).await.unwrap();
     assert_eq!(read(&mem, "memory.limit_in_bytes"), (128 << 20).to_string());
     assert_eq!(
         read(&mem, "memory.memsw.limit_in_bytes"),
@@ -256,17 +226,7 @@ async fn container_limits_oom_and_updates() {
         (128 << 20, 200_000, 512)
     );
     // And back down (memory+swap then follows the memory limit).
-    update(
-        &mut c,
-        &id,
-        cri::LinuxContainerResources {
-            memory_limit_in_bytes: 48 << 20,
-            memory_swap_limit_in_bytes: 48 << 20,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    update(&mut c, &id, memory_limit(48 << 20)).await.unwrap();
     assert_eq!(read(&mem, "memory.limit_in_bytes"), (48 << 20).to_string());
     // Bad input names the field; v2-only files are refused on v1.
     let mut bad = cri::LinuxContainerResources::default();
@@ -292,17 +252,7 @@ async fn container_limits_oom_and_updates() {
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 
     // 4. Exited containers cannot be updated.
-    let e = update(
-        &mut c,
-        &hog_id,
-        cri::LinuxContainerResources {
-            memory_limit_in_bytes: 64 << 20,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_not_updatable(&mut c, &hog_id).await;
 
     // 5. RemoveContainer takes its cgroups away.
     remove(&mut c, &hog_id).await;
@@ -311,8 +261,7 @@ async fn container_limits_oom_and_updates() {
 
     // A container the kubelet never got to remove before the pod stopped:
     // the host removes what the agent left in the pod's cgroup.
-    let mut late = container("late", &image);
-    late.command = vec!["/bin/busybox".into(), "sleep".into(), "1000".into()];
+    let late = sleeping("late", &image, "1000");
     let late_id = create(&mut c, &pod_id, late, &pod_config).await.unwrap();
     assert!(host_cgroup(&pod_cgroup, "memory", &late_id).is_dir());
 
@@ -321,17 +270,7 @@ async fn container_limits_oom_and_updates() {
     })
     .await
     .unwrap();
-    let e = update(
-        &mut c,
-        &id,
-        cri::LinuxContainerResources {
-            memory_limit_in_bytes: 64 << 20,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_not_updatable(&mut c, &id).await;
     c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: pod_id,
     })
@@ -351,51 +290,22 @@ async fn cgroup_v2_limits_in_a_qemu_guest() {
     let Ok(bundle) = vm::prerequisites(test) else {
         return;
     };
-    if let Some(why) = registry::need(&["docker-registry", "skopeo", "mkfs.erofs"], true) {
-        eprintln!("{test}: skipped: {why}");
+    if skip_without_registry(test) {
         return;
     }
     let (_reg, image) = registry_with_busybox();
     let env = vm::qemu_env(&bundle);
-    let daemon = Daemon::start(&env).await;
-    ImageServiceClient::new(daemon.channel.clone())
-        .pull_image(cri::PullImageRequest {
-            image: spec(&image),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (daemon, mut c) = daemon_with_image(&env, &image).await;
     let before = env.snapshot();
-    let mut c = daemon.client.clone();
     let pod_config = pod("cgv2", &env.cgroup_parent);
-    let pod_id = c
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config.clone()),
-            runtime_handler: vm::HANDLER.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let pod_id = run_pod_on(&mut c, &pod_config, vm::HANDLER).await;
 
     // Limits the guest kernel takes, at create and at update.
-    let mut sleeper = container("sleeper", &image);
-    sleeper.command = vec!["/bin/busybox".into(), "sleep".into(), "600".into()];
-    let sleeper = with_resources(
-        sleeper,
-        cri::LinuxContainerResources {
-            cpu_period: 100_000,
-            cpu_quota: 50_000,
-            cpu_shares: 512,
-            memory_limit_in_bytes: 64 << 20,
-            unified: [
-                ("pids.max".to_string(), "50".to_string()),
-                ("memory.high".to_string(), "60000000".to_string()),
-            ]
-            .into(),
-            ..Default::default()
-        },
-    );
+    let mut limits = sleeper_limits();
+    limits
+        .unified
+        .insert("memory.high".into(), "60000000".into());
+    let sleeper = with_resources(sleeping("sleeper", &image, "600"), limits);
     let id = create(&mut c, &pod_id, sleeper, &pod_config)
         .await
         .unwrap_or_else(|e| panic!("{e:?}\n{}", agent_logs(&env)));
@@ -431,32 +341,11 @@ async fn cgroup_v2_limits_in_a_qemu_guest() {
     remove(&mut c, &id).await;
 
     // Over its memory limit: OOM-killed, seen in memory.events.
-    let mut hog = with_resources(
-        container("hog", &image),
-        cri::LinuxContainerResources {
-            memory_limit_in_bytes: 32 << 20,
-            ..Default::default()
-        },
-    );
-    hog.command = vec!["/bin/busybox".into(), "tail".into(), "/dev/zero".into()];
-    let (hog_id, s) = run_to_exit(&mut c, &pod_id, hog, &pod_config).await;
-    assert_eq!(
-        (s.exit_code, s.reason.as_str()),
-        (137, "OOMKilled"),
-        "{s:?}"
-    );
+    let hog = memory_hog(&image, 32 << 20, 0);
+    let (hog_id, _) = run_to_oom(&mut c, &env, &pod_id, hog, &pod_config).await;
     remove(&mut c, &hog_id).await;
 
-    c.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await
-    .unwrap();
-    c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .unwrap();
+    stop_and_remove_pod(&mut c, &pod_id).await.unwrap();
     drop(c);
     daemon.shutdown().await;
     env.assert_clean(&before);

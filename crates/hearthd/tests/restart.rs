@@ -21,7 +21,7 @@ fn spawn_hearthd(config: &std::path::Path, log: &std::path::Path) -> Child {
         .unwrap()
 }
 
-async fn connect(socket: &std::path::Path) -> RuntimeServiceClient<tonic::transport::Channel> {
+async fn connect(socket: &std::path::Path) -> Client {
     for _ in 0..200 {
         if socket.exists() {
             if let Ok(ch) = hearth_test_support::cri_channel(socket).await {
@@ -36,13 +36,9 @@ async fn connect(socket: &std::path::Path) -> RuntimeServiceClient<tonic::transp
     panic!("hearthd did not come up on {}", socket.display());
 }
 
-async fn states(c: &mut RuntimeServiceClient<tonic::transport::Channel>) -> Vec<(String, i32)> {
-    let mut v: Vec<(String, i32)> = c
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+async fn states(c: &mut Client) -> Vec<(String, i32)> {
+    let mut v: Vec<(String, i32)> = list_pods(c, None)
         .await
-        .unwrap()
-        .into_inner()
-        .items
         .into_iter()
         .map(|p| (p.id, p.state))
         .collect();
@@ -70,9 +66,7 @@ async fn a_restarted_hearthd_finds_its_sandboxes() {
             .pod_sandbox_id;
         ids.push(id);
     }
-    let victim_pid = info(&mut c, &ids[2]).await.1["backendState"]["agent_pid"]
-        .as_u64()
-        .unwrap() as i32;
+    let victim_pid = agent_pid(&mut c, &ids[2]).await as i32;
     drop(c);
 
     first.kill().unwrap(); // SIGKILL
@@ -109,8 +103,7 @@ async fn a_restarted_hearthd_finds_its_sandboxes() {
     let survivors: Vec<u32> = {
         let mut v = Vec::new();
         for id in &ids[..2] {
-            let i = common::info(&mut c, id).await.1;
-            v.push(i["backendState"]["agent_pid"].as_u64().unwrap() as u32);
+            v.push(agent_pid(&mut c, id).await);
         }
         v
     };
@@ -134,16 +127,7 @@ async fn a_restarted_hearthd_finds_its_sandboxes() {
     // The survivors' agents still answer through the new hearthd: stopping
     // goes through the agent's Shutdown.
     for id in &ids {
-        c.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .unwrap();
-        c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .unwrap();
+        stop_and_remove_pod(&mut c, id).await.unwrap();
     }
     assert!(states(&mut c).await.is_empty());
     drop(c);

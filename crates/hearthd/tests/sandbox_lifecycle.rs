@@ -135,12 +135,8 @@ async fn sandbox_lifecycle_with_the_real_agent_leaves_nothing() {
     let list = |f: Option<cri::PodSandboxFilter>| {
         let mut c = lister.clone();
         async move {
-            let mut ids: Vec<String> = c
-                .list_pod_sandbox(cri::ListPodSandboxRequest { filter: f })
+            let mut ids: Vec<String> = list_pods(&mut c, f)
                 .await
-                .unwrap()
-                .into_inner()
-                .items
                 .into_iter()
                 .map(|p| p.id)
                 .collect();
@@ -190,12 +186,7 @@ async fn sandbox_lifecycle_with_the_real_agent_leaves_nothing() {
     assert_eq!(list(Some(by_state(READY))).await, vec![id2.clone()]);
 
     // Remove (the second pod without a stop first), twice.
-    for i in [&id, &id2] {
-        c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: i.clone(),
-        })
-        .await
-        .unwrap();
+    for i in [&id, &id, &id2, &id2] {
         c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
             pod_sandbox_id: i.clone(),
         })

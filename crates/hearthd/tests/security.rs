@@ -14,12 +14,7 @@ mod registry;
 use common::*;
 use ctr::*;
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::Channel;
 use tonic::Code;
-
-type Client = RuntimeServiceClient<Channel>;
 
 /// A root container sleeping with this run's marker, with `sc` (its user
 /// set to root unless `sc` names one).
@@ -28,8 +23,7 @@ fn sleeper(
     image: &str,
     mut sc: cri::LinuxContainerSecurityContext,
 ) -> cri::ContainerConfig {
-    let mut cfg = container(name, image);
-    cfg.command = vec!["/bin/busybox".into(), "sleep".into(), marker()];
+    let mut cfg = sleeping(name, image, marker());
     if sc.run_as_user.is_none() {
         sc.run_as_user = Some(cri::Int64Value { value: 0 });
     }
@@ -40,20 +34,13 @@ fn sleeper(
     cfg
 }
 
-/// Creates and starts `cfg`, waits until it runs.
-async fn start(
+/// Creates and starts `cfg` in `pod`, waits until it runs.
+async fn running(
     c: &mut Client,
     pod: &(String, cri::PodSandboxConfig),
     cfg: cri::ContainerConfig,
 ) -> String {
-    let id = create(c, &pod.0, cfg, &pod.1).await.unwrap();
-    c.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    wait_state(c, &id, RUNNING).await;
-    id
+    create_running(c, &pod.0, cfg, &pod.1).await
 }
 
 /// Runs `script` in container `id` (ExecSync); returns the exit code and
@@ -81,12 +68,7 @@ async fn sh_ok(c: &mut Client, id: &str, script: &str) -> String {
 
 async fn run_pod(c: &mut Client, env: &Env, name: &str) -> (String, cri::PodSandboxConfig) {
     let config = pod(name, &env.cgroup_parent);
-    let id = c
-        .run_pod_sandbox(run_request(config.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let id = run_pod_on(c, &config, &handler()).await;
     (id, config)
 }
 
@@ -99,16 +81,11 @@ async fn remove_pod(c: &mut Client, id: &str) {
 }
 
 async fn containers_of(c: &mut Client, pod: &str) -> Vec<cri::Container> {
-    c.list_containers(cri::ListContainersRequest {
-        filter: Some(cri::ContainerFilter {
-            pod_sandbox_id: pod.into(),
-            ..Default::default()
-        }),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .containers
+    let filter = cri::ContainerFilter {
+        pod_sandbox_id: pod.into(),
+        ..Default::default()
+    };
+    list_containers(c, filter).await
 }
 
 fn seccomp(
@@ -134,27 +111,9 @@ fn pid_mode(mode: cri::NamespaceMode) -> cri::LinuxContainerSecurityContext {
     }
 }
 
-/// Pulls the image and returns a running daemon and a client.
-async fn daemon_with_image(env: &Env, image: &str) -> (Daemon, Client) {
-    let daemon = Daemon::start(env).await;
-    ImageServiceClient::new(daemon.channel.clone())
-        .pull_image(cri::PullImageRequest {
-            image: spec(image),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let c = daemon.client.clone();
-    (daemon, c)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_security_settings() {
-    if hearth_test_support::skip_unless_root("security") {
-        return;
-    }
-    if let Some(why) = registry::need(&["docker-registry", "skopeo", "mkfs.erofs"], true) {
-        eprintln!("security: skipped: {why}");
+    if skip_without_registry("security") {
         return;
     }
     let (_reg, image) = registry_with_busybox();
@@ -184,7 +143,7 @@ async fn container_security_settings() {
         privileged: true,
         ..Default::default()
     };
-    let id = start(&mut c, &pod, sleeper("priv", &image, sc)).await;
+    let id = running(&mut c, &pod, sleeper("priv", &image, sc)).await;
     // Every capability there is, i.e. every one this (root) test process
     // has in its bounding set: this host withholds CAP_SYS_RESOURCE.
     let own = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -206,6 +165,9 @@ async fn container_security_settings() {
     daemon.shutdown().await;
 }
 
+/// The seccomp mode of a container's own process.
+const SECCOMP_STATUS: &str = "/bin/busybox grep Seccomp: /proc/1/status";
+
 // The legacy `seccomp_profile_path` string is tested on purpose.
 #[allow(deprecated)]
 async fn seccomp_profiles(c: &mut Client, env: &Env, image: &str) {
@@ -214,7 +176,7 @@ async fn seccomp_profiles(c: &mut Client, env: &Env, image: &str) {
     let unshare = "/bin/busybox unshare -U /bin/busybox true";
 
     // Unconfined: an unprivileged user namespace needs no capability.
-    let free = start(
+    let free = running(
         c,
         &pod,
         sleeper("free", image, seccomp(ProfileType::Unconfined, "")),
@@ -222,13 +184,10 @@ async fn seccomp_profiles(c: &mut Client, env: &Env, image: &str) {
     .await;
     let (code, out) = sh(c, &free, unshare).await;
     assert_eq!(code, 0, "unshare -U unconfined: {out}");
-    assert_eq!(
-        sh_ok(c, &free, "/bin/busybox grep Seccomp: /proc/1/status").await,
-        "Seccomp:\t0"
-    );
+    assert_eq!(sh_ok(c, &free, SECCOMP_STATUS).await, "Seccomp:\t0");
 
     // RuntimeDefault: seccomp refuses it; ordinary work runs.
-    let conf = start(
+    let conf = running(
         c,
         &pod,
         sleeper("default", image, seccomp(ProfileType::RuntimeDefault, "")),
@@ -238,10 +197,7 @@ async fn seccomp_profiles(c: &mut Client, env: &Env, image: &str) {
     assert_ne!(code, 0, "unshare -U under RuntimeDefault: {out}");
     assert!(out.contains("Operation not permitted"), "{out}");
     // The container's own process has the filter, not only the exec.
-    assert_eq!(
-        sh_ok(c, &conf, "/bin/busybox grep Seccomp: /proc/1/status").await,
-        "Seccomp:\t2"
-    );
+    assert_eq!(sh_ok(c, &conf, SECCOMP_STATUS).await, "Seccomp:\t2");
     let out = sh_ok(
         c,
         &conf,
@@ -280,7 +236,7 @@ async fn seccomp_profiles(c: &mut Client, env: &Env, image: &str) {
         .to_string(),
     )
     .unwrap();
-    let local = start(
+    let local = running(
         c,
         &pod,
         sleeper(
@@ -304,7 +260,7 @@ async fn seccomp_profiles(c: &mut Client, env: &Env, image: &str) {
         .as_mut()
         .unwrap()
         .seccomp_profile_path = format!("localhost/{}", no_mkdir.display());
-    let legacy = start(c, &pod, legacy).await;
+    let legacy = running(c, &pod, legacy).await;
     let (code, out) = sh(c, &legacy, "/bin/busybox mkdir /tmp/nope").await;
     assert!(
         code != 0 && out.contains("Operation not permitted"),
@@ -358,12 +314,31 @@ async fn seccomp_profiles(c: &mut Client, env: &Env, image: &str) {
     remove_pod(c, &pod.0).await;
 }
 
+/// Counts what a container sees in /proc/irq (0 where it is masked).
+const IRQ_ENTRIES: &str = "/bin/busybox ls -A /proc/irq | /bin/busybox wc -l";
+
+/// Asserts NoNewPrivs is `want` for the container's own process and an
+/// exec's.
+async fn assert_no_new_privs(c: &mut Client, id: &str, want: &str) {
+    for pid in ["self", "1"] {
+        assert_eq!(
+            sh_ok(
+                c,
+                id,
+                &format!("/bin/busybox grep NoNewPrivs /proc/{pid}/status")
+            )
+            .await,
+            format!("NoNewPrivs:\t{want}")
+        );
+    }
+}
+
 async fn paths_and_no_new_privs(c: &mut Client, env: &Env, image: &str) {
     let pod = run_pod(c, env, "paths").await;
 
     // Defaults: /proc/keys is /dev/null, /proc/sys read-only; no
     // no_new_privs unless asked.
-    let plain = start(c, &pod, sleeper("plain", image, Default::default())).await;
+    let plain = running(c, &pod, sleeper("plain", image, Default::default())).await;
     assert_eq!(
         sh_ok(
             c,
@@ -375,14 +350,7 @@ async fn paths_and_no_new_privs(c: &mut Client, env: &Env, image: &str) {
     );
     let (code, out) = sh(c, &plain, "echo hearth > /proc/sys/kernel/domainname").await;
     assert!(code != 0 && out.contains("Read-only file system"), "{out}");
-    assert_eq!(
-        sh_ok(c, &plain, "/bin/busybox grep NoNewPrivs /proc/self/status").await,
-        "NoNewPrivs:\t0"
-    );
-    assert_eq!(
-        sh_ok(c, &plain, "/bin/busybox grep NoNewPrivs /proc/1/status").await,
-        "NoNewPrivs:\t0"
-    );
+    assert_no_new_privs(c, &plain, "0").await;
 
     // Explicit lists replace the defaults.
     let sc = cri::LinuxContainerSecurityContext {
@@ -391,41 +359,18 @@ async fn paths_and_no_new_privs(c: &mut Client, env: &Env, image: &str) {
         no_new_privs: true,
         ..Default::default()
     };
-    let listed = start(c, &pod, sleeper("listed", image, sc)).await;
+    let listed = running(c, &pod, sleeper("listed", image, sc)).await;
     assert_eq!(
         sh_ok(c, &listed, "/bin/busybox wc -c < /proc/cpuinfo").await,
         "0"
     );
-    assert_eq!(
-        sh_ok(
-            c,
-            &listed,
-            "/bin/busybox ls -A /proc/irq | /bin/busybox wc -l"
-        )
-        .await,
-        "0"
-    );
-    assert_ne!(
-        sh_ok(
-            c,
-            &plain,
-            "/bin/busybox ls -A /proc/irq | /bin/busybox wc -l"
-        )
-        .await,
-        "0"
-    );
+    assert_eq!(sh_ok(c, &listed, IRQ_ENTRIES).await, "0");
+    assert_ne!(sh_ok(c, &plain, IRQ_ENTRIES).await, "0");
     let (code, out) = sh(c, &listed, "echo x > /tmp/f").await;
     assert!(code != 0 && out.contains("Read-only file system"), "{out}");
     let keys = sh_ok(c, &listed, "/bin/busybox stat -c %F /proc/keys").await;
     assert!(keys.starts_with("regular"), "{keys}");
-    assert_eq!(
-        sh_ok(c, &listed, "/bin/busybox grep NoNewPrivs /proc/self/status").await,
-        "NoNewPrivs:\t1"
-    );
-    assert_eq!(
-        sh_ok(c, &listed, "/bin/busybox grep NoNewPrivs /proc/1/status").await,
-        "NoNewPrivs:\t1"
-    );
+    assert_no_new_privs(c, &listed, "1").await;
 
     remove_pod(c, &pod.0).await;
 }
@@ -445,7 +390,7 @@ async fn processes(c: &mut Client, id: &str) -> Vec<(u32, String)> {
 
 async fn pod_pid_namespace(c: &mut Client, env: &Env, image: &str) {
     let pod = run_pod(c, env, "pidns").await;
-    let a = start(
+    let a = running(
         c,
         &pod,
         sleeper("a", image, pid_mode(cri::NamespaceMode::Pod)),
@@ -457,8 +402,8 @@ async fn pod_pid_namespace(c: &mut Client, env: &Env, image: &str) {
         "sleep".into(),
         format!("{}.5", marker()),
     ];
-    let b = start(c, &pod, b_cfg).await;
-    let own = start(
+    let b = running(c, &pod, b_cfg).await;
+    let own = running(
         c,
         &pod,
         sleeper("own", image, pid_mode(cri::NamespaceMode::Container)),

@@ -22,22 +22,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use ctr::*;
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::Channel;
 use tonic::Code;
 
-fn mount(host: &Path, at: &str, readonly: bool) -> cri::Mount {
-    cri::Mount {
-        container_path: at.into(),
-        host_path: host.to_string_lossy().into_owned(),
-        readonly,
-        ..Default::default()
-    }
-}
-
 /// `sh -c script` in the container: (exit code, stdout + stderr).
-async fn sh(c: &mut RuntimeServiceClient<Channel>, id: &str, script: &str) -> (i32, String) {
+async fn sh(c: &mut Client, id: &str, script: &str) -> (i32, String) {
     // The image links only a few applets: the rest through busybox.
     let script = format!(
         "for a in cat ls stat grep; do eval \"$a() {{ /bin/busybox $a \\\"\\$@\\\"; }}\"; done; {script}"
@@ -51,12 +39,7 @@ async fn sh(c: &mut RuntimeServiceClient<Channel>, id: &str, script: &str) -> (i
 }
 
 /// Polls `script` until its output is `want`; how long that took.
-async fn poll_until(
-    c: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-    script: &str,
-    want: &str,
-) -> Duration {
+async fn poll_until(c: &mut Client, id: &str, script: &str, want: &str) -> Duration {
     let t0 = Instant::now();
     loop {
         let (_, out) = sh(c, id, script).await;
@@ -73,10 +56,8 @@ async fn poll_until(
 
 /// The volumes in the pod's guest (the namespaces backend's agent root is
 /// reachable through /proc).
-async fn guest_volumes(c: &mut RuntimeServiceClient<Channel>, pod_id: &str) -> Vec<String> {
-    let pid = info(c, pod_id).await.1["backendState"]["agent_pid"]
-        .as_u64()
-        .unwrap();
+async fn guest_volumes(c: &mut Client, pod_id: &str) -> Vec<String> {
+    let pid = agent_pid(c, pod_id).await;
     let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root/run/hearth/volumes"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -103,11 +84,7 @@ fn mount_tmpfs(dir: &Path, size: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_volumes_reach_the_guest() {
-    if hearth_test_support::skip_unless_root("volumes") {
-        return;
-    }
-    if let Some(why) = registry::need(&["docker-registry", "skopeo", "mkfs.erofs"], true) {
-        eprintln!("volumes: skipped: {why}");
+    if skip_without_registry("volumes") {
         return;
     }
     let (_reg, image) = registry_with_busybox();
@@ -154,26 +131,9 @@ async fn kubelet_volumes_reach_the_guest() {
     let big = kubelet::volume_dir(&root, uid, "secret", "big");
     kubelet::write_atomic(&big, &[("blob", &"x".repeat(4 << 20))]);
 
-    let daemon = Daemon::start(&env).await;
-    let mut images = ImageServiceClient::new(daemon.channel.clone());
-    images
-        .pull_image(cri::PullImageRequest {
-            image: spec(&image),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut c = daemon.client.clone();
+    let (daemon, mut c) = daemon_with_image(&env, &image).await;
     let before = env.snapshot();
-
-    let mut pod_config = pod(pod_name, &env.cgroup_parent);
-    pod_config.log_directory = env.path().join("pod-logs").to_string_lossy().into_owned();
-    let pod_id = c
-        .run_pod_sandbox(run_request(pod_config.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let (pod_id, pod_config, _) = run_pod_with_logs(&mut c, &env, pod_name, &handler()).await;
 
     // 1. A container with every supported kind of volume.
     let mut writer = container("writer", &image);
@@ -187,41 +147,23 @@ async fn kubelet_volumes_reach_the_guest() {
         mount(&sub, "/sub.conf", true),
         mount(&shared, "/shared", false),
     ];
-    writer.linux = Some(cri::LinuxContainerConfig {
-        security_context: Some(cri::LinuxContainerSecurityContext {
-            run_as_user: Some(cri::Int64Value { value: 0 }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    writer.linux = Some(run_as_root());
     let writer_id = create(&mut c, &pod_id, writer.clone(), &pod_config)
         .await
         .unwrap_or_else(|e| panic!("{e:?}\n{}", agent_logs(&env)));
-    c.start_container(cri::StartContainerRequest {
-        container_id: writer_id.clone(),
-    })
-    .await
-    .unwrap();
+    start(&mut c, &writer_id).await;
     wait_state(&mut c, &writer_id, RUNNING).await;
 
     let w = writer_id.as_str();
-    assert_eq!(sh(&mut c, w, "cat /secret/token").await, (0, "s1".into()));
-    assert_eq!(
-        sh(&mut c, w, "stat -L -c '%a %g' /secret/token").await,
-        (0, "440 2000\n".into())
-    );
-    assert_eq!(
-        sh(&mut c, w, "cat /config/app.conf").await,
-        (0, "c1".into())
-    );
-    assert_eq!(
-        sh(&mut c, w, "cat /sub.conf").await,
-        (0, "sub-content".into())
-    );
-    assert_eq!(
-        sh(&mut c, w, "cat /shared/data.txt").await,
-        (0, "shared-data".into())
-    );
+    for (script, want) in [
+        ("cat /secret/token", "s1"),
+        ("stat -L -c '%a %g' /secret/token", "440 2000\n"),
+        ("cat /config/app.conf", "c1"),
+        ("cat /sub.conf", "sub-content"),
+        ("cat /shared/data.txt", "shared-data"),
+    ] {
+        assert_eq!(sh(&mut c, w, script).await, (0, want.into()), "{script}");
+    }
     let (_, hosts) = sh(&mut c, w, "cat /etc/hosts").await;
     assert!(hosts.contains("10.1.2.3 marker-host"), "{hosts}");
     // Read-only where asked, and for allow-listed host paths always.
@@ -252,13 +194,7 @@ async fn kubelet_volumes_reach_the_guest() {
         mount(&cache, "/data", false),
         mount(&secret, "/secret", true),
     ];
-    let reader_id = create(&mut c, &pod_id, reader, &pod_config).await.unwrap();
-    c.start_container(cri::StartContainerRequest {
-        container_id: reader_id.clone(),
-    })
-    .await
-    .unwrap();
-    wait_state(&mut c, &reader_id, RUNNING).await;
+    let reader_id = create_running(&mut c, &pod_id, reader, &pod_config).await;
     assert_eq!(
         sh(&mut c, &reader_id, "cat /data/msg").await,
         (0, "hello\n".into())
@@ -291,13 +227,7 @@ async fn kubelet_volumes_reach_the_guest() {
 
     // 4. The reader goes; the shared secret stays for the writer, still
     //    synced.
-    c.stop_container(cri::StopContainerRequest {
-        container_id: reader_id.clone(),
-        timeout: 0,
-    })
-    .await
-    .unwrap();
-    remove(&mut c, &reader_id).await;
+    stop_and_remove(&mut c, &reader_id).await;
     kubelet::write_atomic(&secret, &[("token", "s3")]);
     poll_until(&mut c, w, "cat /secret/token", "s3").await;
 
@@ -390,16 +320,7 @@ async fn kubelet_volumes_reach_the_guest() {
     poll_until(&mut c, w, "cat /secret/token", "s4").await;
 
     // 8. Nothing is left.
-    c.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await
-    .unwrap();
-    c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await
-    .unwrap();
+    stop_and_remove_pod(&mut c, &pod_id).await.unwrap();
     assert!(marker_processes().is_empty(), "{:?}", marker_processes());
     env.assert_clean(&before);
     // hearthd wrote no host file but the termination message.

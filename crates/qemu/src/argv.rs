@@ -94,6 +94,10 @@ pub struct VmArgs {
     pub nic: Option<Nic>,
     /// Enable QEMU's seccomp sandbox (`-sandbox on,...`).
     pub seccomp: bool,
+    /// `(uid, gid)` QEMU drops to once its devices are set up
+    /// (`-run-with user=`); `None` keeps it root. Files it opens later
+    /// (hot-plugged drives) must then be passed as fds.
+    pub run_as: Option<(u32, u32)>,
     /// Appended to the kernel command line.
     pub extra_cmdline: String,
 }
@@ -147,8 +151,21 @@ impl VmArgs {
         push("-nographic");
         push("-no-reboot");
         if self.seccomp {
+            // Dropping to `run_as` is itself a set*id call; once dropped,
+            // QEMU has nothing left to elevate to (spawn stays denied).
+            let elevate = if self.run_as.is_some() {
+                "allow"
+            } else {
+                "deny"
+            };
             push("-sandbox");
-            push("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+            push(&format!(
+                "on,obsolete=deny,elevateprivileges={elevate},spawn=deny,resourcecontrol=deny"
+            ));
+        }
+        if let Some((uid, gid)) = self.run_as {
+            push("-run-with");
+            push(&format!("user={uid}:{gid}"));
         }
         push("-serial");
         push(&format!("file:{}", self.serial_log.display()));
@@ -279,6 +296,7 @@ mod tests {
             hotplug_ports: 0,
             nic: None,
             seccomp: true,
+            run_as: None,
             extra_cmdline: String::new(),
         }
     }
@@ -365,6 +383,16 @@ mod tests {
         assert_eq!(value_of(&a, "-cpu"), ["host"]);
         assert!(value_of(&a, "-sandbox").is_empty());
         assert!(!a.kernel_cmdline().contains("tsc_early_khz"));
+    }
+
+    #[test]
+    fn qemu_drops_to_its_uid_after_set_up() {
+        let mut a = args();
+        assert!(value_of(&a, "-run-with").is_empty());
+        assert!(value_of(&a, "-sandbox")[0].contains("elevateprivileges=deny"));
+        a.run_as = Some((300_001, 300_001));
+        assert_eq!(value_of(&a, "-run-with"), ["user=300001:300001"]);
+        assert!(value_of(&a, "-sandbox")[0].contains("elevateprivileges=allow,spawn=deny"));
     }
 
     #[test]

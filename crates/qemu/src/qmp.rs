@@ -6,9 +6,11 @@
 //! an error, never a panic. Asynchronous events interleaved with replies
 //! are skipped (the last few are kept for error messages).
 
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -30,6 +32,15 @@ pub enum QmpError {
     #[error("cannot connect to QMP socket {}", path.display())]
     Connect {
         /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file to hand to QEMU could not be opened.
+    #[error("cannot open {} for QEMU", path.display())]
+    Open {
+        /// The file.
         path: PathBuf,
         /// Why.
         #[source]
@@ -65,6 +76,17 @@ pub enum QmpError {
         /// QEMU's message.
         desc: String,
     },
+}
+
+/// One QMP command as the line sent.
+fn command_line(command: &str, arguments: Option<Value>) -> String {
+    let mut msg = json!({ "execute": command });
+    if let Some(a) = arguments {
+        msg["arguments"] = a;
+    }
+    let mut line = msg.to_string();
+    line.push('\n');
+    line
 }
 
 #[derive(Deserialize)]
@@ -133,18 +155,23 @@ impl Qmp {
         end: Instant,
         after: Duration,
     ) -> Result<Value, QmpError> {
-        let mut msg = json!({ "execute": command });
-        if let Some(a) = arguments {
-            msg["arguments"] = a;
-        }
-        let mut line = msg.to_string();
-        line.push('\n');
+        let line = command_line(command, arguments);
         timeout_at(end, self.writer.write_all(line.as_bytes()))
             .await
             .map_err(|_| QmpError::Timeout {
                 what: command.to_owned(),
                 after,
             })??;
+        self.reply(command, end, after).await
+    }
+
+    /// Reads up to the reply of `command`, keeping the events on the way.
+    async fn reply(
+        &mut self,
+        command: &str,
+        end: Instant,
+        after: Duration,
+    ) -> Result<Value, QmpError> {
         loop {
             let m = self.read_message(end, command, after).await?;
             if let Some(r) = m.get("return") {
@@ -213,8 +240,51 @@ impl Qmp {
         }
     }
 
+    /// `add-fd`: hands `fd` to QEMU (SCM_RIGHTS with the command) in a new
+    /// fd set; returns the set's id (`/dev/fdset/<id>` opens it). A QEMU
+    /// that dropped its privileges can use files it could not open.
+    pub async fn add_fd(&mut self, fd: BorrowedFd<'_>, timeout: Duration) -> Result<u64, QmpError> {
+        let end = Instant::now() + timeout;
+        let line = command_line("add-fd", None);
+        let sock = self.writer.as_ref();
+        let sent = timeout_at(end, async {
+            loop {
+                sock.writable().await?;
+                let res = sock.try_io(tokio::io::Interest::WRITABLE, || {
+                    let iov = [std::io::IoSlice::new(line.as_bytes())];
+                    let fds = [fd.as_raw_fd()];
+                    let cmsg = [ControlMessage::ScmRights(&fds)];
+                    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+                        .map_err(std::io::Error::from)
+                });
+                match res {
+                    Ok(n) => return Ok::<usize, std::io::Error>(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
+        .map_err(|_| QmpError::Timeout {
+            what: "add-fd".into(),
+            after: timeout,
+        })??;
+        if sent != line.len() {
+            return Err(QmpError::Protocol(format!(
+                "add-fd: sent {sent} of {} bytes",
+                line.len()
+            )));
+        }
+        let r = self.reply("add-fd", end, timeout).await?;
+        r.get("fdset-id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| QmpError::Protocol(format!("add-fd returned {r}")))
+    }
+
     /// `blockdev-add` of a raw file: a `file` node `<id>-file` and a `raw`
-    /// node `<id>` on top.
+    /// node `<id>` on top. The file is opened here (read-only or
+    /// read-write) and passed to QEMU as an fd, so that a QEMU running as
+    /// an unprivileged uid needs no access to it.
     pub async fn add_raw_file(
         &mut self,
         id: &str,
@@ -222,6 +292,15 @@ impl Qmp {
         read_only: bool,
         timeout: Duration,
     ) -> Result<(), QmpError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)
+            .map_err(|source| QmpError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let fdset = self.add_fd(file.as_fd(), timeout).await?;
         let args = json!({
             "driver": "raw",
             "node-name": id,
@@ -229,7 +308,7 @@ impl Qmp {
             "file": {
                 "driver": "file",
                 "node-name": format!("{id}-file"),
-                "filename": path.to_string_lossy(),
+                "filename": format!("/dev/fdset/{fdset}"),
                 "read-only": read_only,
             }
         });
@@ -361,20 +440,34 @@ mod tests {
 
     #[tokio::test]
     async fn errors_keep_qemus_class_and_text() {
-        let (_d, path) = fake(vec![
+        let (d, path) = fake(vec![
             "{\"return\": {}}\n",
+            "{\"return\": {\"fdset-id\": 0, \"fd\": 9}}\n",
             "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Duplicate node name\"}}\n",
         ])
         .await;
+        let file = d.path().join("disk.img");
+        std::fs::write(&file, b"").unwrap();
         let mut q = Qmp::connect(&path, Duration::from_secs(2)).await.unwrap();
         let err = q
-            .add_raw_file("d", Path::new("/x"), true, Duration::from_secs(2))
+            .add_raw_file("d", &file, true, Duration::from_secs(2))
             .await
             .unwrap_err();
         assert_eq!(
             err.to_string(),
             "QMP blockdev-add failed: GenericError: Duplicate node name"
         );
+        // A file that cannot be opened never reaches QEMU.
+        let err = q
+            .add_raw_file(
+                "e",
+                Path::new("/nonexistent/x"),
+                true,
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "cannot open /nonexistent/x for QEMU");
     }
 
     #[tokio::test]

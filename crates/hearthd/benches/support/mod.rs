@@ -1,8 +1,16 @@
 //! Shared set-up of hearthd's benchmarks: a temp-dir hearthd as its own
 //! process on the namespaces backend with loopback-only pods, a CRI channel
-//! to it, sample statistics and process RSS.
+//! to it, sample statistics and process RSS. A bench includes it next to the
+//! tests' `common` (whose temp dir and CRI helpers it uses):
+//!
+//! ```ignore
+//! #[path = "../tests/common/mod.rs"]
+//! mod common;
+//! mod support;
+//! ```
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -23,16 +31,27 @@ pub fn cannot_run() -> Option<String> {
         .map(|e| format!("no agent binary: {e}"))
 }
 
+/// The count in environment variable `var` (e.g. `RUNS=n`), else `default`.
+pub fn count(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs `f` to its end on a multi-threaded tokio runtime.
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 /// A hearthd config in a fresh temp dir: namespaces backend, a CNI network
 /// of just the loopback plugin, its own cgroup parent, warnings only.
 pub fn config(prefix: &str) -> (tempfile::TempDir, Config) {
-    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
-    let tag = dir
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let (dir, tag) = crate::common::temp_dir(prefix);
     let mut config = Config {
         address: dir.path().join("hearth.sock"),
         root: dir.path().join("root"),
@@ -136,6 +155,14 @@ pub fn stats(samples: &[f64]) -> (f64, f64, f64) {
     s.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let at = |q: f64| s[((s.len() as f64 - 1.0) * q).round() as usize];
     (s[0], at(0.5), at(0.95))
+}
+
+/// The header of the table `print_row` writes.
+pub fn print_header() {
+    println!(
+        "{:<40} {:>9} {:>9} {:>9}",
+        "operation", "min ms", "median ms", "p95 ms"
+    );
 }
 
 /// One table row: name, min, median, p95.

@@ -282,7 +282,7 @@ impl FirecrackerBackend {
 
     fn reserve_uid(&self) -> Result<u32, BackendError> {
         let mut uids = self.uids.lock().expect("uids lock");
-        let uid = host::pick_uid(self.cfg.vm_uid_start, self.cfg.vm_uid_count, &uids).ok_or_else(
+        let uid = super::pick_uid(self.cfg.vm_uid_start, self.cfg.vm_uid_count, &uids).ok_or_else(
             || BackendError::Unavailable {
                 backend: KIND,
                 reason: format!(
@@ -490,10 +490,7 @@ impl SandboxBackend for FirecrackerBackend {
         handle: &BackendHandle,
         agent: &AgentClient,
     ) -> Result<(), BackendError> {
-        match Handle::from(handle)?.nic {
-            Some(nic) => nic.configure(agent).await,
-            None => Ok(()),
-        }
+        GuestNic::configure(Handle::from(handle)?.nic.as_ref(), agent).await
     }
 
     fn liveness(&self, handle: &BackendHandle) -> Liveness {

@@ -16,6 +16,8 @@ pub mod namespaces;
 pub mod process;
 pub mod qemu;
 
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -178,12 +180,43 @@ impl GuestNic {
         }
     }
 
-    /// Sends [`GuestNic::request`] to the agent.
-    pub async fn configure(&self, agent: &AgentClient) -> Result<(), BackendError> {
-        agent.configure_network(self.request()).await?;
-        tracing::info!(mac = %self.mac, "guest network configured");
+    /// Sends [`GuestNic::request`] to the agent, when the guest has a NIC
+    /// (a VM backend's `configure_guest`).
+    pub async fn configure(
+        nic: Option<&GuestNic>,
+        agent: &AgentClient,
+    ) -> Result<(), BackendError> {
+        let Some(nic) = nic else {
+            return Ok(());
+        };
+        agent.configure_network(nic.request()).await?;
+        tracing::info!(mac = %nic.mac, "guest network configured");
         Ok(())
     }
+}
+
+/// The uids of every process on the host (owners of `/proc/<pid>`).
+fn uids_in_use() -> HashSet<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .as_encoded_bytes()
+                        .iter()
+                        .all(u8::is_ascii_digit)
+                })
+                .filter_map(|e| e.metadata().ok().map(|m| m.uid()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The first uid of `[start, start + count)` that is neither `reserved`
+/// (VMs this hearthd is booting or runs) nor the uid of any process.
+pub(crate) fn pick_uid(start: u32, count: u32, reserved: &HashSet<u32>) -> Option<u32> {
+    let busy = uids_in_use();
+    (start..start.saturating_add(count)).find(|u| !reserved.contains(u) && !busy.contains(u))
 }
 
 #[cfg(test)]
@@ -244,5 +277,15 @@ mod tests {
                 ("0.0.0.0/0", "10.1.2.1", "eth0")
             ]
         );
+    }
+
+    #[test]
+    fn picks_a_uid_nobody_uses() {
+        let me = std::fs::metadata("/proc/self").unwrap().uid();
+        let reserved: HashSet<u32> = [me + 1].into();
+        // Our own uid is busy, the reserved one is skipped.
+        let got = pick_uid(me, 50, &reserved).unwrap();
+        assert!(got != me && got != me + 1, "{got}");
+        assert_eq!(pick_uid(me, 1, &reserved), None);
     }
 }

@@ -58,6 +58,11 @@ pub struct QemuConfig {
     pub hotplug_slots: u32,
     /// Run QEMU with its seccomp sandbox (`-sandbox on,...`).
     pub seccomp: bool,
+    /// First uid (and gid) of the range QEMU drops to once its devices are
+    /// set up, one per VM (`-run-with user=`).
+    pub vm_uid_start: u32,
+    /// Size of that range; 0 leaves QEMU running as root.
+    pub vm_uid_count: u32,
     /// Host TSC frequency in kHz for the guest under TCG; 0 reads
     /// `cpu MHz` from /proc/cpuinfo.
     pub tsc_khz: u64,
@@ -77,6 +82,8 @@ impl Default for QemuConfig {
             accel: "auto".into(),
             hotplug_slots: 4,
             seccomp: true,
+            vm_uid_start: 300_000,
+            vm_uid_count: 10_000,
             tsc_khz: 0,
             extra_cmdline: String::new(),
         }

@@ -1,5 +1,7 @@
 //! Shared helpers of the container end-to-end tests (containers.rs,
-//! security.rs): the busybox registry, container configs, CRI calls and
+//! security.rs, volumes.rs, resources.rs, guest_scenarios.rs,
+//! hearthctl_run.rs) and the containers bench: the busybox registry, the
+//! image pull, pods with a log directory, container configs, CRI calls and
 //! waits. A test file includes it next to `mod common` and `mod registry`:
 //!
 //! ```ignore
@@ -11,12 +13,13 @@
 //! ```
 #![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::common::Env;
+use crate::common::{pod, run_pod_on, Client, Daemon, Env};
 use crate::registry::{busybox_layer, tar_of, Comp, Layer, Layout, Registry, E};
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
 use tonic::transport::Channel;
 
 pub const EXITED: i32 = cri::ContainerState::ContainerExited as i32;
@@ -27,6 +30,130 @@ pub const RUNNING: i32 = cri::ContainerState::ContainerRunning as i32;
 /// (a sleep duration unique to this test process).
 pub fn marker() -> String {
     (700_000 + std::process::id()).to_string()
+}
+
+/// Whether `test` must skip here: it needs root, docker-registry, skopeo
+/// and mkfs.erofs (says why when it skips).
+pub fn skip_without_registry(test: &str) -> bool {
+    if hearth_test_support::skip_unless_root(test) {
+        return true;
+    }
+    if let Some(why) = crate::registry::need(&["docker-registry", "skopeo", "mkfs.erofs"], true) {
+        eprintln!("{test}: skipped: {why}");
+        return true;
+    }
+    false
+}
+
+/// PullImage of `image` through `channel`; its image ref.
+pub async fn pull(channel: &Channel, image: &str) -> String {
+    ImageServiceClient::new(channel.clone())
+        .pull_image(cri::PullImageRequest {
+            image: spec(image),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref
+}
+
+/// Starts hearthd on `env` and pulls `image`; the daemon and a client.
+pub async fn daemon_with_image(env: &Env, image: &str) -> (Daemon, Client) {
+    let daemon = Daemon::start(env).await;
+    pull(&daemon.channel, image).await;
+    let c = daemon.client.clone();
+    (daemon, c)
+}
+
+/// Runs pod `name` on `handler` with its containers logging under
+/// `<env>/pod-logs`; returns its id, its config (CreateContainer sends it
+/// again) and the log directory.
+pub async fn run_pod_with_logs(
+    c: &mut Client,
+    env: &Env,
+    name: &str,
+    handler: &str,
+) -> (String, cri::PodSandboxConfig, PathBuf) {
+    let logs = env.path().join("pod-logs");
+    let mut config = pod(name, &env.cgroup_parent);
+    config.log_directory = logs.to_string_lossy().into_owned();
+    let id = run_pod_on(c, &config, handler).await;
+    (id, config, logs)
+}
+
+/// `c` with the resources `r`.
+pub fn with_resources(
+    mut c: cri::ContainerConfig,
+    r: cri::LinuxContainerResources,
+) -> cri::ContainerConfig {
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(r),
+        ..Default::default()
+    });
+    c
+}
+
+/// Container `hog`: it eats memory (`tail /dev/zero`) under a limit of
+/// `memory` bytes (and `memory_swap` of memory+swap; 0 sets none).
+pub fn memory_hog(image: &str, memory: i64, memory_swap: i64) -> cri::ContainerConfig {
+    let mut hog = with_resources(
+        container("hog", image),
+        cri::LinuxContainerResources {
+            memory_limit_in_bytes: memory,
+            memory_swap_limit_in_bytes: memory_swap,
+            ..Default::default()
+        },
+    );
+    hog.command = vec!["/bin/busybox".into(), "tail".into(), "/dev/zero".into()];
+    hog
+}
+
+/// Runs `hog` to its end and asserts that the OOM killer ended it
+/// (137, OOMKilled); its id and status.
+pub async fn run_to_oom(
+    c: &mut Client,
+    env: &Env,
+    pod: &str,
+    hog: cri::ContainerConfig,
+    sandbox: &cri::PodSandboxConfig,
+) -> (String, cri::ContainerStatus) {
+    let (id, s) = run_to_exit(c, pod, hog, sandbox).await;
+    assert_eq!(
+        (s.exit_code, s.reason.as_str()),
+        (137, "OOMKilled"),
+        "{s:?}\n{}",
+        agent_logs(env)
+    );
+    (id, s)
+}
+
+/// Container `name` of the test image sleeping `secs` (busybox sleep).
+pub fn sleeping(name: &str, image: &str, secs: impl Into<String>) -> cri::ContainerConfig {
+    let mut config = container(name, image);
+    config.command = vec!["/bin/busybox".into(), "sleep".into(), secs.into()];
+    config
+}
+
+/// A Linux config that runs the container as root.
+pub fn run_as_root() -> cri::LinuxContainerConfig {
+    cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 0 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A bind mount of `host` at `at` in the container.
+pub fn mount(host: &std::path::Path, at: &str, readonly: bool) -> cri::Mount {
+    cri::Mount {
+        container_path: at.into(),
+        host_path: host.to_string_lossy().into_owned(),
+        readonly,
+        ..Default::default()
+    }
 }
 
 pub fn spec(image: &str) -> Option<cri::ImageSpec> {
@@ -51,7 +178,7 @@ pub fn container(name: &str, image: &str) -> cri::ContainerConfig {
 }
 
 pub async fn create(
-    c: &mut RuntimeServiceClient<Channel>,
+    c: &mut Client,
     pod: &str,
     config: cri::ContainerConfig,
     sandbox: &cri::PodSandboxConfig,
@@ -65,24 +192,51 @@ pub async fn create(
     .map(|r| r.into_inner().container_id)
 }
 
+pub async fn start(c: &mut Client, id: &str) {
+    c.start_container(cri::StartContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .unwrap();
+}
+
+/// Creates and starts a container; its id.
+pub async fn create_and_start(
+    c: &mut Client,
+    pod: &str,
+    config: cri::ContainerConfig,
+    sandbox: &cri::PodSandboxConfig,
+) -> String {
+    let id = create(c, pod, config, sandbox).await.unwrap();
+    start(c, &id).await;
+    id
+}
+
+/// Creates and starts a container and waits until it runs; its id.
+pub async fn create_running(
+    c: &mut Client,
+    pod: &str,
+    config: cri::ContainerConfig,
+    sandbox: &cri::PodSandboxConfig,
+) -> String {
+    let id = create_and_start(c, pod, config, sandbox).await;
+    wait_state(c, &id, RUNNING).await;
+    id
+}
+
 /// Creates and starts a container and waits for it to exit.
 pub async fn run_to_exit(
-    c: &mut RuntimeServiceClient<Channel>,
+    c: &mut Client,
     pod: &str,
     config: cri::ContainerConfig,
     sandbox: &cri::PodSandboxConfig,
 ) -> (String, cri::ContainerStatus) {
-    let id = create(c, pod, config, sandbox).await.unwrap();
-    c.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    let id = create_and_start(c, pod, config, sandbox).await;
     let s = wait_state(c, &id, EXITED).await;
     (id, s)
 }
 
-pub async fn remove(c: &mut RuntimeServiceClient<Channel>, id: impl Into<String>) {
+pub async fn remove(c: &mut Client, id: impl Into<String>) {
     c.remove_container(cri::RemoveContainerRequest {
         container_id: id.into(),
     })
@@ -90,7 +244,29 @@ pub async fn remove(c: &mut RuntimeServiceClient<Channel>, id: impl Into<String>
     .unwrap();
 }
 
-pub async fn status(c: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
+/// StopContainer at once (no grace period), then RemoveContainer.
+pub async fn stop_and_remove(c: &mut Client, id: &str) {
+    c.stop_container(cri::StopContainerRequest {
+        container_id: id.into(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    remove(c, id).await;
+}
+
+/// The containers ListContainers returns for `filter`.
+pub async fn list_containers(c: &mut Client, filter: cri::ContainerFilter) -> Vec<cri::Container> {
+    c.list_containers(cri::ListContainersRequest {
+        filter: Some(filter),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .containers
+}
+
+pub async fn status(c: &mut Client, id: &str) -> cri::ContainerStatus {
     c.container_status(cri::ContainerStatusRequest {
         container_id: id.into(),
         verbose: false,
@@ -102,11 +278,7 @@ pub async fn status(c: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::Con
     .unwrap()
 }
 
-pub async fn wait_state(
-    c: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-    state: i32,
-) -> cri::ContainerStatus {
+pub async fn wait_state(c: &mut Client, id: &str, state: i32) -> cri::ContainerStatus {
     let end = Instant::now() + Duration::from_secs(20);
     loop {
         let s = status(c, id).await;
@@ -122,7 +294,7 @@ pub async fn wait_state(
 }
 
 pub async fn exec(
-    c: &mut RuntimeServiceClient<Channel>,
+    c: &mut Client,
     id: &str,
     cmd: &[&str],
     timeout: i64,
@@ -192,12 +364,7 @@ pub fn marker_processes() -> Vec<String> {
 }
 
 /// Polls `cmd` in `id` until its stdout is `want` (a few seconds).
-pub async fn wait_output(
-    c: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-    cmd: &[&str],
-    want: &str,
-) {
+pub async fn wait_output(c: &mut Client, id: &str, cmd: &[&str], want: &str) {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         let r = exec(c, id, cmd, 10).await.unwrap();

@@ -16,6 +16,22 @@ pub fn handler() -> String {
     std::env::var("HEARTH_E2E_HANDLER").unwrap_or_else(|_| "namespaces".into())
 }
 
+/// CRI runtime service client, as the tests hold it.
+pub type Client = RuntimeServiceClient<Channel>;
+
+/// A fresh temp dir named `<prefix>…` and its tag (the dir's own name, for
+/// cgroup parents and the like).
+pub fn temp_dir(prefix: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    let tag = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    (dir, tag)
+}
+
 /// A temp-dir environment for one hearthd.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -29,10 +45,7 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        let dir = tempfile::Builder::new()
-            .prefix("hearth-e2e")
-            .tempdir()
-            .unwrap();
+        let (dir, tag) = temp_dir("hearth-e2e");
         let agent = hearth_test_support::agent_binary().expect("agent binary");
         let mut config = Config {
             address: dir.path().join("hearth.sock"),
@@ -45,12 +58,6 @@ impl Env {
         config.network.netns_dir = dir.path().join("netns");
         config.scratch.size_mib = 64;
         config.timeouts.boot_ms = 10_000;
-        let tag = dir
-            .path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
         config.cgroups.default_parent = format!("/{tag}");
         // A CNI network of the test's own: a bridge made here (so it is
         // there before any snapshot), host-local IPAM in the temp dir.
@@ -180,7 +187,7 @@ impl Drop for Env {
 
 /// hearthd running in-process.
 pub struct Daemon {
-    pub client: RuntimeServiceClient<Channel>,
+    pub client: Client,
     pub channel: Channel,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -252,21 +259,66 @@ pub fn run_request(config: cri::PodSandboxConfig) -> cri::RunPodSandboxRequest {
     }
 }
 
-/// The `info` JSON of a verbose PodSandboxStatus.
-pub async fn info(
-    client: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-) -> (i32, serde_json::Value) {
-    let r = client
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: id.into(),
-            verbose: true,
-        })
+/// RunPodSandbox of `config` on `handler`; the pod's id.
+pub async fn run_pod_on(c: &mut Client, config: &cri::PodSandboxConfig, handler: &str) -> String {
+    c.run_pod_sandbox(cri::RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: handler.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .pod_sandbox_id
+}
+
+/// StopPodSandbox, then RemovePodSandbox (the kubelet's order).
+pub async fn stop_and_remove_pod(c: &mut Client, id: &str) -> Result<(), tonic::Status> {
+    c.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await?;
+    c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await?;
+    Ok(())
+}
+
+/// The pods ListPodSandbox returns for `filter`.
+pub async fn list_pods(
+    c: &mut Client,
+    filter: Option<cri::PodSandboxFilter>,
+) -> Vec<cri::PodSandbox> {
+    c.list_pod_sandbox(cri::ListPodSandboxRequest { filter })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .items
+}
+
+/// PodSandboxStatus of `id`.
+pub async fn pod_status(c: &mut Client, id: &str, verbose: bool) -> cri::PodSandboxStatusResponse {
+    c.pod_sandbox_status(cri::PodSandboxStatusRequest {
+        pod_sandbox_id: id.into(),
+        verbose,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// The `info` JSON of a verbose PodSandboxStatus.
+pub async fn info(client: &mut Client, id: &str) -> (i32, serde_json::Value) {
+    let r = pod_status(client, id, true).await;
     let info = serde_json::from_str(&r.info["info"]).unwrap();
     (r.status.unwrap().state, info)
+}
+
+/// The pod's agent process (namespaces backend), from the verbose info.
+pub async fn agent_pid(c: &mut Client, id: &str) -> u32 {
+    info(c, id).await.1["backendState"]["agent_pid"]
+        .as_u64()
+        .unwrap() as u32
 }
 
 pub const READY: i32 = cri::PodSandboxState::SandboxReady as i32;

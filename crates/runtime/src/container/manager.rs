@@ -5,7 +5,7 @@
 //! records are persisted before the agent is asked to act. Each pod has the
 //! set of images attached to its guest, under a lock that serialises
 //! attaching and detaching them (an image is attached once per pod and
-//! detached when its last container of the pod is removed). A
+//! detached once no container of the pod has used it for [`IMAGE_IDLE`]). A
 //! started container has a watcher task: it copies the agent's output
 //! stream into the CRI log file and long-polls `WaitContainer`; when the
 //! process ends it records the exit (after the log is drained), the one
@@ -28,12 +28,19 @@ use super::{
     ImageResolver,
 };
 use crate::agent::{AgentClient, AgentError};
-use crate::backend::{BackendError, Drive};
+use crate::backend::BackendError;
 use crate::error::RuntimeError;
 use crate::id::{self, Id, IdError};
-use crate::manager::locator_proto;
 use crate::sandbox::SandboxState;
 use crate::SandboxManager;
+
+mod convert;
+mod images;
+pub use convert::resources_proto;
+use convert::{merge_resources, security_proto};
+#[cfg(test)]
+use images::image_drive;
+use images::image_mountpoint;
 
 /// Where image drives are mounted in the guest.
 pub const IMAGE_MOUNT_DIR: &str = "/run/hearth/images";
@@ -41,6 +48,8 @@ pub const IMAGE_MOUNT_DIR: &str = "/run/hearth/images";
 const POLL: Duration = Duration::from_secs(30);
 /// How long a stopping or exited container's log may take to drain.
 const LOG_DRAIN: Duration = Duration::from_secs(3);
+/// How long an image drive no container of its pod uses stays attached.
+const IMAGE_IDLE: Duration = Duration::from_secs(30);
 /// How long StopContainer waits after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// ExecSync's cap per stream (the CRI's).
@@ -113,70 +122,8 @@ fn agent_err(e: AgentError) -> RuntimeError {
     }
 }
 
-/// The domain's security settings as the agent takes them.
-fn security_proto(s: &super::SecurityConfig) -> proto::ContainerSecurity {
-    use proto::seccomp_profile::Profile;
-    let profile = match &s.seccomp {
-        super::SeccompConfig::Unconfined => None,
-        super::SeccompConfig::RuntimeDefault => Some(Profile::RuntimeDefault(true)),
-        super::SeccompConfig::Localhost { json, .. } => Some(Profile::Json(json.clone().into())),
-    };
-    proto::ContainerSecurity {
-        privileged: s.privileged,
-        no_new_privs: s.no_new_privs,
-        masked_paths: s.masked_paths.clone(),
-        readonly_paths: s.readonly_paths.clone(),
-        seccomp: profile.map(|p| proto::SeccompProfile { profile: Some(p) }),
-    }
-}
-
-/// The domain's resources as the agent takes them.
-pub fn resources_proto(r: &super::Resources) -> proto::ContainerResources {
-    proto::ContainerResources {
-        cpu_period: r.cpu_period,
-        cpu_quota: r.cpu_quota,
-        cpu_shares: r.cpu_shares,
-        memory_limit_bytes: r.memory_limit_bytes,
-        memory_swap_limit_bytes: r.memory_swap_limit_bytes,
-        cpuset_cpus: r.cpuset_cpus.clone(),
-        cpuset_mems: r.cpuset_mems.clone(),
-        unified: r.unified.clone().into_iter().collect(),
-    }
-}
-
-/// `old` with the fields `new` sets (non-zero, non-empty) replaced.
-fn merge_resources(old: super::Resources, new: super::Resources) -> super::Resources {
-    let pick = |o: i64, n: i64| if n != 0 { n } else { o };
-    let pick_s = |o: String, n: String| if n.is_empty() { o } else { n };
-    let mut unified = old.unified;
-    unified.extend(new.unified);
-    super::Resources {
-        cpu_period: pick(old.cpu_period, new.cpu_period),
-        cpu_quota: pick(old.cpu_quota, new.cpu_quota),
-        cpu_shares: pick(old.cpu_shares, new.cpu_shares),
-        memory_limit_bytes: pick(old.memory_limit_bytes, new.memory_limit_bytes),
-        memory_swap_limit_bytes: pick(old.memory_swap_limit_bytes, new.memory_swap_limit_bytes),
-        cpuset_cpus: pick_s(old.cpuset_cpus, new.cpuset_cpus),
-        cpuset_mems: pick_s(old.cpuset_mems, new.cpuset_mems),
-        unified,
-    }
-}
-
 fn illegal(e: super::IllegalContainerTransition) -> RuntimeError {
     RuntimeError::FailedPrecondition(e.to_string())
-}
-
-fn image_key(image_id: &str) -> String {
-    let hex = image_id.strip_prefix("sha256:").unwrap_or(image_id);
-    hex.chars().take(12).collect()
-}
-
-fn image_mountpoint(image_id: &str) -> String {
-    format!("{IMAGE_MOUNT_DIR}/{}", image_key(image_id))
-}
-
-fn image_drive(image_id: &str) -> String {
-    format!("image-{}", image_key(image_id))
 }
 
 fn container_not_found(prefix: &str) -> RuntimeError {
@@ -430,48 +377,7 @@ impl ContainerManager {
         process: &super::merge::Process,
     ) -> Result<(), RuntimeError> {
         let agent = self.sandboxes.agent(&record.sandbox_id).await?;
-        {
-            let images = self.pod_images(&record.sandbox_id);
-            let mut mounted = images.lock().await;
-            if !mounted.contains(&record.image.id) {
-                let locator = self
-                    .sandboxes
-                    .attach_drive(
-                        &record.sandbox_id,
-                        &Drive {
-                            id: image_drive(&record.image.id),
-                            path: record.image.erofs_path.clone(),
-                            read_only: true,
-                        },
-                    )
-                    .await?;
-                let mount = agent
-                    .mount_drive(proto::MountDriveRequest {
-                        device: Some(locator_proto(&locator)),
-                        mountpoint: image_mountpoint(&record.image.id),
-                        fstype: "erofs".into(),
-                        read_only: true,
-                        options: String::new(),
-                    })
-                    .await;
-                match mount {
-                    Ok(_) => {}
-                    Err(e) if e.status().map(|s| s.code()) == Some(tonic::Code::AlreadyExists) => {}
-                    Err(e) => {
-                        let drive = image_drive(&record.image.id);
-                        if let Err(undo) = self
-                            .sandboxes
-                            .detach_drive(&record.sandbox_id, &drive)
-                            .await
-                        {
-                            tracing::warn!(error = %undo, "image drive not detached");
-                        }
-                        return Err(agent_err(e));
-                    }
-                }
-                mounted.insert(record.image.id.clone());
-            }
-        }
+        self.attach_image(&agent, record).await?;
         self.volumes
             .acquire(&self.sandboxes, &agent, record)
             .await?;
@@ -505,42 +411,6 @@ impl ContainerManager {
             })
             .await
             .map_err(agent_err)
-    }
-
-    fn image_used_by_others(&self, record: &ContainerRecord) -> bool {
-        self.list().iter().any(|r| {
-            r.id != record.id && r.sandbox_id == record.sandbox_id && r.image.id == record.image.id
-        })
-    }
-
-    /// Unmounts and detaches the record's image unless another container of
-    /// the pod uses it. Nothing to do when the pod is not ready (its drives
-    /// go with it).
-    async fn release_image(&self, record: &ContainerRecord) -> Result<(), RuntimeError> {
-        let images = self.pod_images(&record.sandbox_id);
-        let mut mounted = images.lock().await;
-        if !mounted.contains(&record.image.id) || self.image_used_by_others(record) {
-            return Ok(());
-        }
-        let Ok(agent) = self.sandboxes.agent(&record.sandbox_id).await else {
-            // The pod is not running: its drives go with it.
-            mounted.remove(&record.image.id);
-            return Ok(());
-        };
-        match agent
-            .unmount_drive(proto::UnmountDriveRequest {
-                mountpoint: image_mountpoint(&record.image.id),
-            })
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.status().map(|s| s.code()) == Some(tonic::Code::NotFound) => {}
-            Err(e) => return Err(agent_err(e)),
-        }
-        mounted.remove(&record.image.id);
-        self.sandboxes
-            .detach_drive(&record.sandbox_id, &image_drive(&record.image.id))
-            .await
     }
 
     /// StartContainer: runs the process; starts the log copy and the exit
@@ -616,6 +486,7 @@ impl ContainerManager {
             .clone()
             .map(|a| tokio::spawn(copy_log(a, id.clone(), record.log_path.clone(), reopen)));
         let mut result = None;
+        let mut pod_gone = None;
         while let Some(a) = agent.as_ref() {
             match a.wait_container(id.as_str(), POLL).await {
                 Ok(r) if r.state == proto::ContainerState::Exited as i32 => {
@@ -630,7 +501,11 @@ impl ContainerManager {
                             tokio::time::sleep(Duration::from_secs(1)).await;
                             agent = self.sandboxes.agent(&record.sandbox_id).await.ok();
                         }
-                        _ => break,
+                        Ok(v) => {
+                            pod_gone = v.record.reason;
+                            break;
+                        }
+                        Err(_) => break,
                     }
                 }
             }
@@ -645,11 +520,18 @@ impl ContainerManager {
         if let (Some(_), Some(a)) = (&result, &agent) {
             self.volumes.copy_back(a, &record).await;
         }
-        self.record_exit(&entry, result.as_ref());
+        self.record_exit(&entry, result.as_ref(), pod_gone);
     }
 
     /// Running → Exited (idempotent); `None`: the sandbox went away.
-    fn record_exit(&self, entry: &Entry, exit: Option<&proto::WaitContainerResponse>) {
+    /// Records the exit `exit` reports, or, without one, that the pod went
+    /// away under the container (`pod_gone`: why, when known).
+    fn record_exit(
+        &self,
+        entry: &Entry,
+        exit: Option<&proto::WaitContainerResponse>,
+        pod_gone: Option<String>,
+    ) {
         let mut view = entry.view.lock().expect("view lock");
         if view.state == ContainerState::Exited {
             return;
@@ -678,7 +560,10 @@ impl ContainerManager {
             None => {
                 record.exit_code = 255;
                 record.reason = "Error".into();
-                record.message = "the pod sandbox stopped; exit status unknown".into();
+                record.message = match pod_gone {
+                    Some(why) => format!("the pod sandbox died ({why}); exit status unknown"),
+                    None => "the pod sandbox stopped; exit status unknown".into(),
+                };
             }
         }
         if let Err(e) = self.store.save(&record) {
@@ -706,7 +591,7 @@ impl ContainerManager {
         let span = tracing::info_span!("stop_container", container_id = %id.short());
         let _enter = span.enter();
         let Ok(agent) = self.sandboxes.agent(&record.sandbox_id).await else {
-            self.record_exit(&entry, None);
+            self.record_exit(&entry, None, None);
             return Ok(());
         };
         let mut last = None;
@@ -745,7 +630,7 @@ impl ContainerManager {
             .await
             .is_err()
         {
-            self.record_exit(&entry, last.as_ref());
+            self.record_exit(&entry, last.as_ref(), None);
         }
         Ok(())
     }
@@ -753,7 +638,7 @@ impl ContainerManager {
     /// RemoveContainer: kills it if it runs, has the agent delete its
     /// rootfs, releases its image drive if no other container of the pod
     /// uses it, deletes the record. Idempotent.
-    pub async fn remove(&self, prefix: &str) -> Result<(), RuntimeError> {
+    pub async fn remove(self: &Arc<Self>, prefix: &str) -> Result<(), RuntimeError> {
         let (id, entry) = match self.entry(prefix) {
             Ok(x) => x,
             Err(RuntimeError::NotFound(_)) => return Ok(()),
@@ -770,9 +655,18 @@ impl ContainerManager {
         }
         self.forget(&record);
         self.volumes.release(&self.sandboxes, &record).await;
-        if let Err(e) = self.release_image(&record).await {
-            tracing::warn!(container_id = %id.short(), error = %e, "image drive not released");
-        }
+        // The image drive stays attached for IMAGE_IDLE after its pod's
+        // last container of it goes: a container restarted by the kubelet
+        // finds it there, and a detach (a PCIe hot-unplug the guest must
+        // acknowledge: seconds under TCG) is not paid at every removal.
+        let this = self.clone();
+        let released = record.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(IMAGE_IDLE).await;
+            if let Err(e) = this.release_image(&released).await {
+                tracing::warn!(container_id = %released.id.short(), error = %e, "image drive not released");
+            }
+        });
         self.store.delete(&id)?;
         tracing::info!(container_id = %id.short(), "container removed");
         Ok(())
@@ -932,7 +826,7 @@ impl ContainerManager {
             for c in self.pod_containers(&pod) {
                 if c.state == ContainerState::Running {
                     if let Ok((_, e)) = self.entry(c.id.as_str()) {
-                        self.record_exit(&e, None);
+                        self.record_exit(&e, None, None);
                     }
                 }
             }
@@ -942,7 +836,7 @@ impl ContainerManager {
 
     /// RemovePodSandbox: removes the pod's containers, then the sandbox.
     /// Idempotent.
-    pub async fn remove_pod(&self, prefix: &str) -> Result<(), RuntimeError> {
+    pub async fn remove_pod(self: &Arc<Self>, prefix: &str) -> Result<(), RuntimeError> {
         if let Ok(pod) = self.sandboxes.resolve(prefix) {
             for c in self.pod_containers(&pod) {
                 self.remove(c.id.as_str()).await?;
@@ -959,50 +853,4 @@ impl ContainerManager {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_paths_stay_below_the_directory() {
-        assert_eq!(
-            log_path("/var/log/pods/x", "c/0.log").unwrap(),
-            PathBuf::from("/var/log/pods/x/c/0.log")
-        );
-        assert_eq!(log_path("", "c/0.log").unwrap(), PathBuf::new());
-        assert!(log_path("/d", "../x.log").is_err());
-        assert!(log_path("/d", "/etc/passwd").is_err());
-    }
-
-    #[test]
-    fn updates_keep_what_they_do_not_set() {
-        let old = super::super::Resources {
-            cpu_period: 100_000,
-            cpu_quota: 50_000,
-            cpu_shares: 512,
-            memory_limit_bytes: 32 << 20,
-            cpuset_cpus: "0".into(),
-            unified: [("pids.max".to_string(), "10".to_string())].into(),
-            ..Default::default()
-        };
-        let new = super::super::Resources {
-            cpu_quota: 200_000,
-            memory_limit_bytes: 64 << 20,
-            unified: [("memory.high".to_string(), "1".to_string())].into(),
-            ..Default::default()
-        };
-        let m = merge_resources(old, new);
-        assert_eq!(m.cpu_period, 100_000);
-        assert_eq!(m.cpu_quota, 200_000);
-        assert_eq!(m.cpu_shares, 512);
-        assert_eq!(m.memory_limit_bytes, 64 << 20);
-        assert_eq!(m.cpuset_cpus, "0");
-        assert_eq!(m.unified.len(), 2);
-    }
-
-    #[test]
-    fn image_names() {
-        let id = "sha256:0123456789abcdef0123";
-        assert_eq!(image_mountpoint(id), "/run/hearth/images/0123456789ab");
-        assert_eq!(image_drive(id), "image-0123456789ab");
-    }
-}
+mod tests;

@@ -1,37 +1,11 @@
 //! Host-side pieces of a Firecracker sandbox that must work from the
 //! persisted handle alone (after a hearthd restart the `VmmProcess` that
-//! spawned the VM is gone): picking a free VM uid, linking files into the
-//! jail, unmounting what was bind-mounted there, removing the jailer's
-//! per-VM cgroups, and killing a pid checked by its start time.
+//! spawned the VM is gone): linking files into the jail, unmounting what
+//! was bind-mounted there, removing the jailer's per-VM cgroups, and killing a pid checked by its start time.
 
-use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// The uids of every process on the host (owners of `/proc/<pid>`).
-fn uids_in_use() -> HashSet<u32> {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .as_encoded_bytes()
-                        .iter()
-                        .all(u8::is_ascii_digit)
-                })
-                .filter_map(|e| e.metadata().ok().map(|m| m.uid()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The first uid of `[start, start + count)` that is neither `reserved`
-/// (VMs this hearthd is booting or runs) nor the uid of any process.
-pub(crate) fn pick_uid(start: u32, count: u32, reserved: &HashSet<u32>) -> Option<u32> {
-    let busy = uids_in_use();
-    (start..start.saturating_add(count)).find(|u| !reserved.contains(u) && !busy.contains(u))
-}
 
 /// Makes `host` visible at `jail_path` under `root`: a hard link, or a bind
 /// mount when it lives on another filesystem. Writable files are chowned to
@@ -186,15 +160,5 @@ mod tests {
         unlink_or_unmount(&dst).unwrap();
         remove_tree(&root).unwrap();
         assert!(!root.exists());
-    }
-
-    #[test]
-    fn picks_a_uid_nobody_uses() {
-        let me = std::fs::metadata("/proc/self").unwrap().uid();
-        let reserved: HashSet<u32> = [me + 1].into();
-        // Our own uid is busy, the reserved one is skipped.
-        let got = pick_uid(me, 50, &reserved).unwrap();
-        assert!(got != me && got != me + 1, "{got}");
-        assert_eq!(pick_uid(me, 1, &reserved), None);
     }
 }

@@ -125,6 +125,39 @@ struct Handle {
     /// The network card's tap (pods with a network).
     #[serde(default)]
     nic: Option<GuestNic>,
+    /// The uid (and gid) QEMU runs as once set up; `None`: root.
+    #[serde(default)]
+    uid: Option<u32>,
+}
+
+/// uids given to VMs this hearthd started and has not destroyed (a uid
+/// is also skipped while any process on the host runs as it).
+static VM_UIDS: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A VM uid from the configured range, reserved until [`release_uid`].
+fn reserve_uid(config: &QemuConfig) -> Result<Option<u32>, BackendError> {
+    if config.vm_uid_count == 0 {
+        return Ok(None);
+    }
+    let mut taken = VM_UIDS.lock().expect("uids lock");
+    let reserved: std::collections::HashSet<u32> = taken.iter().copied().collect();
+    let uid = crate::backend::pick_uid(config.vm_uid_start, config.vm_uid_count, &reserved)
+        .ok_or_else(|| BackendError::Unavailable {
+            backend: KIND,
+            reason: format!(
+                "every uid of qemu.vm_uid_start {} + vm_uid_count {} is in use",
+                config.vm_uid_start, config.vm_uid_count
+            ),
+        })?;
+    taken.insert(uid);
+    Ok(Some(uid))
+}
+
+fn release_uid(uid: Option<u32>) {
+    if let Some(uid) = uid {
+        VM_UIDS.lock().expect("uids lock").remove(&uid);
+    }
 }
 
 impl Handle {
@@ -171,8 +204,23 @@ impl QemuBackend {
         })
     }
 
-    /// Starts both processes (blocking). On error nothing is left running.
+    /// Starts both processes (blocking), QEMU dropping to a uid of its
+    /// own. On error nothing is left running and the uid is free again.
     fn start(&self, spec: &BootSpec, nic: Option<GuestNic>) -> Result<Handle, BackendError> {
+        let uid = reserve_uid(&self.config)?;
+        let started = self.start_as(spec, nic, uid);
+        if started.is_err() {
+            release_uid(uid);
+        }
+        started
+    }
+
+    fn start_as(
+        &self,
+        spec: &BootSpec,
+        nic: Option<GuestNic>,
+        uid: Option<u32>,
+    ) -> Result<Handle, BackendError> {
         let accel =
             choose_accel(&self.config.accel).map_err(|reason| BackendError::Unavailable {
                 backend: KIND,
@@ -237,6 +285,7 @@ impl QemuBackend {
                 mac: n.mac.clone(),
             }),
             seccomp: self.config.seccomp,
+            run_as: uid.map(|u| (u, u)),
             extra_cmdline: self.config.extra_cmdline.clone(),
         };
 
@@ -283,9 +332,15 @@ impl QemuBackend {
                 return Err(e);
             }
         };
+        let runs_as = match uid {
+            Some(u) => format!("QEMU runs as uid {u}"),
+            None => "QEMU runs as root".to_owned(),
+        };
         let isolation = match accel {
-            Accel::Kvm => "hardware virtualization (KVM)".to_owned(),
-            Accel::Tcg => "none: TCG software emulation is no security boundary (the guest runs inside a root QEMU process)".to_owned(),
+            Accel::Kvm => format!("hardware virtualization (KVM); {runs_as}"),
+            Accel::Tcg => {
+                format!("none: TCG software emulation is no security boundary ({runs_as})")
+            }
         };
         tracing::info!(
             qemu_pid = qemu.pid,
@@ -310,6 +365,7 @@ impl QemuBackend {
             hotplug_ports: self.config.hotplug_slots,
             hotplugged: BTreeMap::new(),
             nic,
+            uid,
         })
     }
 
@@ -717,6 +773,7 @@ impl SandboxBackend for QemuBackend {
         if let Some(nic) = &h.nic {
             nic.remove().await?;
         }
+        release_uid(h.uid);
         Ok(())
     }
 
@@ -725,10 +782,7 @@ impl SandboxBackend for QemuBackend {
         handle: &BackendHandle,
         agent: &AgentClient,
     ) -> Result<(), BackendError> {
-        match Handle::from(handle)?.nic {
-            Some(nic) => nic.configure(agent).await,
-            None => Ok(()),
-        }
+        GuestNic::configure(Handle::from(handle)?.nic.as_ref(), agent).await
     }
 
     fn liveness(&self, handle: &BackendHandle) -> Liveness {
@@ -743,64 +797,4 @@ impl SandboxBackend for QemuBackend {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_tails_are_bounded_and_skip_blank_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("serial.log");
-        let mut text = "x".repeat(10_000);
-        text.push_str("\n\nKernel panic - not syncing: boom\n\n");
-        std::fs::write(&p, text).unwrap();
-        assert_eq!(last_lines(&p, 1), "Kernel panic - not syncing: boom");
-        assert!(last_lines(&p, 5).len() <= LOG_TAIL_BYTES + 16);
-        assert!(last_lines(&dir.path().join("nope"), 1).contains("missing"));
-        std::fs::write(
-            &p,
-            "[    2.5] Kernel panic - not syncing: No working init found.\n[    2.6] Kernel Offset: disabled\n",
-        )
-        .unwrap();
-        assert_eq!(
-            console_summary(&p),
-            "guest Kernel panic - not syncing: No working init found."
-        );
-    }
-
-    #[test]
-    fn connecting_waits_for_the_serving_line_or_a_long_console() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("serial.log");
-        assert!(!console_says_serving(&p));
-        std::fs::write(&p, "[0.1] booting\nINFO module loaded\n").unwrap();
-        assert!(!console_says_serving(&p));
-        std::fs::write(&p, "INFO agent serving mode=\"vm\"\n").unwrap();
-        assert!(console_says_serving(&p));
-        std::fs::write(&p, "x".repeat(SERVING_SEARCH_BYTES as usize)).unwrap();
-        assert!(console_says_serving(&p));
-    }
-
-    #[test]
-    fn handle_round_trips() {
-        let h = Handle {
-            accel: "tcg".into(),
-            isolation: "none".into(),
-            qemu: Proc { pid: 1, started: 2 },
-            vsock: Proc { pid: 3, started: 4 },
-            run_dir: "/r".into(),
-            qmp_socket: "/r/qmp.sock".into(),
-            vhost_socket: "/r/vhost.sock".into(),
-            agent_socket: "/r/vm.vsock".into(),
-            serial_log: "/r/serial.log".into(),
-            qemu_log: "/r/qemu.log".into(),
-            vsock_log: "/r/vsock.log".into(),
-            boot_drives: BTreeMap::new(),
-            attached: vec![],
-            hotplug_ports: 4,
-            hotplugged: BTreeMap::new(),
-            nic: None,
-        };
-        assert_eq!(Handle::from(&h.to_handle()).unwrap(), h);
-        assert!(Handle::from(&BackendHandle(serde_json::json!({"agent_pid": 1}))).is_err());
-    }
-}
+mod tests;
