@@ -53,6 +53,7 @@ fn handle_round_trips() {
         hotplug_ports: 4,
         hotplugged: BTreeMap::new(),
         nic: None,
+        uid: Some(300_000),
     };
     assert_eq!(Handle::from(&h.to_handle()).unwrap(), h);
     assert!(Handle::from(&BackendHandle(serde_json::json!({"agent_pid": 1}))).is_err());
