@@ -2,7 +2,7 @@
 //! nothing grows without bound on disk. Lines longer than [`MAX_LINE`] are
 //! cut.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinHandle;
@@ -41,10 +41,70 @@ pub fn create_and_drain(
         .read_write(true)
         .open_receiver(path)
         .map_err(FirecrackerError::io("open fifo", path))?;
-    Ok(tokio::spawn(drain_lines(rx, move |line| match kind {
+    Ok(tokio::spawn(drain_lines(rx, forward(path, vm, kind))))
+}
+
+/// Where the latest metrics line of the metrics FIFO `fifo` is kept: a
+/// file next to it (`metrics.json`), replaced at every line.
+pub fn latest_metrics(fifo: &Path) -> PathBuf {
+    fifo.with_file_name("metrics.json")
+}
+
+/// What a drain does with each line of the FIFO at `path`: log lines go to
+/// `tracing`; a metrics line also replaces [`latest_metrics`] (by rename,
+/// so a reader never sees half a line).
+pub fn forward(path: &Path, vm: String, kind: FifoKind) -> impl FnMut(&str) + Send + 'static {
+    let latest = latest_metrics(path);
+    let tmp = latest.with_extension("json.tmp");
+    move |line| match kind {
         FifoKind::Log => tracing::info!(target: "firecracker", vm = %vm, "{line}"),
-        FifoKind::Metrics => tracing::trace!(target: "firecracker::metrics", vm = %vm, "{line}"),
-    })))
+        FifoKind::Metrics => {
+            tracing::trace!(target: "firecracker::metrics", vm = %vm, "{line}");
+            if let Err(e) = replace_file(&tmp, &latest, line) {
+                tracing::debug!(vm = %vm, error = %e, "latest metrics not kept");
+            }
+        }
+    }
+}
+
+/// Writes `data` to a new `tmp` and renames it over `target`. The
+/// directory may be the VM's (a jail): `tmp` is created exclusively and
+/// never followed if it is a link, and the rename replaces `target`
+/// itself, never what it points to.
+fn replace_file(tmp: &Path, target: &Path, data: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(tmp)?;
+    f.write_all(data.as_bytes())?;
+    std::fs::rename(tmp, target)
+}
+
+/// The latest metrics line the drain of the metrics FIFO `fifo` kept, as
+/// JSON; `None` when there is none yet (or it is not a regular file of
+/// at most [`MAX_LINE`] bytes of JSON).
+pub fn read_latest_metrics(fifo: &Path) -> Option<serde_json::Value> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(latest_metrics(fifo))
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut data = Vec::new();
+    f.take(MAX_LINE as u64 + 1).read_to_end(&mut data).ok()?;
+    if data.len() > MAX_LINE {
+        return None;
+    }
+    serde_json::from_slice(&data).ok()
 }
 
 /// Reads `r` to EOF, calling `f` for every line (without the newline),
@@ -100,6 +160,28 @@ mod tests {
         );
         assert!(got[2].ends_with(" [truncated]"));
         assert_eq!(got[2].len(), MAX_LINE + " [truncated]".len());
+    }
+
+    #[tokio::test]
+    async fn the_latest_metrics_line_is_kept_beside_the_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("metrics.fifo");
+        assert_eq!(read_latest_metrics(&fifo), None);
+        let mut f = forward(&fifo, "t".into(), FifoKind::Metrics);
+        f(r#"{"api_server":{"process_startup_time_us":5}}"#);
+        f(r#"{"api_server":{"process_startup_time_us":7}}"#);
+        let v = read_latest_metrics(&fifo).unwrap();
+        assert_eq!(v["api_server"]["process_startup_time_us"], 7);
+        // A link planted where the temp file goes is not written through.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("metrics.json.tmp")).unwrap();
+        f(r#"{"x":1}"#);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        // Nor is a link at the kept file read.
+        std::fs::remove_file(latest_metrics(&fifo)).unwrap();
+        std::os::unix::fs::symlink(&victim, latest_metrics(&fifo)).unwrap();
+        assert_eq!(read_latest_metrics(&fifo), None);
     }
 
     #[tokio::test]

@@ -195,6 +195,11 @@ async fn jailed_vm_is_configured_up_to_instance_start() {
     let api = FirecrackerClient::new(&info.api_socket);
     let state = api.instance_info().await.unwrap();
     assert!(state.is_running(), "InstanceStart accepted: {state:?}");
+    // Firecracker's metrics, flushed on demand, for PodSandboxStatus.
+    let live = backend.live_info(&handle).await.expect("metrics");
+    let metrics = &live["firecrackerMetrics"];
+    assert!(metrics["utc_timestamp_ms"].as_u64().unwrap() > 0, "{live}");
+    assert!(metrics.get("vmm").is_some(), "{live}");
     let cfg = api.vm_config().await.unwrap();
     let m = cfg.machine_config.as_ref().unwrap();
     assert_eq!((m.vcpu_count, m.mem_size_mib), (2, 320));

@@ -252,4 +252,10 @@ pub trait SandboxBackend: Send + Sync {
 
     /// Whether the sandbox still runs (used at start-up and by status).
     fn liveness(&self, handle: &BackendHandle) -> Liveness;
+
+    /// What the running VM reports about itself now (e.g. the VMM's
+    /// metrics), for PodSandboxStatus' verbose info. `None`: nothing.
+    async fn live_info(&self, _handle: &BackendHandle) -> Option<serde_json::Value> {
+        None
+    }
 }

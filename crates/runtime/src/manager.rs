@@ -260,6 +260,17 @@ impl SandboxManager {
         Ok((handler.to_owned(), backend.clone()))
     }
 
+    /// What the backend of pod `prefix` reports live about its VM (for
+    /// the verbose PodSandboxStatus); `None` when nothing or not running.
+    pub async fn live_info(&self, prefix: &str) -> Option<serde_json::Value> {
+        let record = self.status(prefix).await.ok()?.record;
+        if record.state != SandboxState::Ready {
+            return None;
+        }
+        let backend = self.backends.get(record.backend.as_str())?;
+        backend.live_info(record.backend_handle.as_ref()?).await
+    }
+
     /// Whether the backend of pod `id` runs privileged containers.
     pub fn allows_privileged(&self, record: &SandboxRecord) -> bool {
         self.backends

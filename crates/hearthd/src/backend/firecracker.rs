@@ -54,9 +54,9 @@ use std::time::{Duration, Instant};
 
 use hearth_firecracker::client::error_chain;
 use hearth_firecracker::{
-    BootSource, Drive as FcDrive, EntropyDevice, FifoKind, FirecrackerClient, FirecrackerError,
-    JailerSpawn, LogLevel, Logger, MachineConfig, Metrics, NetworkInterface, PartialDrive,
-    VmmProcess, VmmSpawn, Vsock,
+    ActionType, BootSource, Drive as FcDrive, EntropyDevice, FifoKind, FirecrackerClient,
+    FirecrackerError, JailerSpawn, LogLevel, Logger, MachineConfig, Metrics, NetworkInterface,
+    PartialDrive, VmmProcess, VmmSpawn, Vsock,
 };
 use hearth_network::TapOwner;
 use hearth_runtime::agent::AgentClient;
@@ -491,6 +491,35 @@ impl SandboxBackend for FirecrackerBackend {
         agent: &AgentClient,
     ) -> Result<(), BackendError> {
         GuestNic::configure(Handle::from(handle)?.nic.as_ref(), agent).await
+    }
+
+    /// Firecracker's metrics, flushed now (`FlushMetrics`) and read from
+    /// what the metrics FIFO's drain kept.
+    async fn live_info(&self, handle: &BackendHandle) -> Option<serde_json::Value> {
+        let h = Handle::from(handle).ok()?;
+        if !h.alive() {
+            return None;
+        }
+        let fifo = h.api_socket.parent()?.join("metrics.fifo");
+        let before = hearth_firecracker::fifo::read_latest_metrics(&fifo);
+        let flushed = tokio::time::timeout(
+            Duration::from_secs(1),
+            h.client().action(ActionType::FlushMetrics),
+        )
+        .await;
+        if matches!(flushed, Ok(Ok(()))) {
+            // The drain writes the flushed line a moment later.
+            let end = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < end {
+                let now = hearth_firecracker::fifo::read_latest_metrics(&fifo);
+                if now.is_some() && now != before {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let metrics = hearth_firecracker::fifo::read_latest_metrics(&fifo)?;
+        Some(serde_json::json!({ "firecrackerMetrics": metrics }))
     }
 
     fn liveness(&self, handle: &BackendHandle) -> Liveness {

@@ -173,8 +173,9 @@ pub fn pod_sandbox_status(r: &SandboxRecord) -> cri::PodSandboxStatus {
 }
 
 /// The verbose `info` of PodSandboxStatus: backend, VM size and where each
-/// number came from, the host resources the sandbox holds.
-pub fn sandbox_info(r: &SandboxRecord) -> HashMap<String, String> {
+/// number came from, the host resources the sandbox holds, and what the
+/// running VM reports (`live`, e.g. Firecracker's metrics).
+pub fn sandbox_info(r: &SandboxRecord, live: Option<serde_json::Value>) -> HashMap<String, String> {
     let info = serde_json::json!({
         "runtimeHandler": r.runtime_handler,
         "backend": r.backend,
@@ -192,6 +193,7 @@ pub fn sandbox_info(r: &SandboxRecord) -> HashMap<String, String> {
         "backendState": r.backend_handle,
         "reason": r.reason,
         "config": r.config,
+        "live": live,
     });
     HashMap::from([("info".to_owned(), info.to_string())])
 }

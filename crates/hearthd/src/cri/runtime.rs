@@ -89,7 +89,8 @@ impl RuntimeService for Cri {
             .await
             .map_err(to_status)?;
         let info = if r.verbose {
-            convert::sandbox_info(&view.record)
+            let live = self.sandboxes.live_info(&r.pod_sandbox_id).await;
+            convert::sandbox_info(&view.record, live)
         } else {
             Default::default()
         };

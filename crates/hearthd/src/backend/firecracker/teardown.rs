@@ -52,7 +52,10 @@ impl FirecrackerBackend {
         let _enter = rt.enter();
         let dir = h.api_socket.parent().unwrap_or(Path::new("/"));
         let mut tasks = Vec::new();
-        for (name, metrics) in [("log.fifo", false), ("metrics.fifo", true)] {
+        for (name, kind) in [
+            ("log.fifo", FifoKind::Log),
+            ("metrics.fifo", FifoKind::Metrics),
+        ] {
             let p = dir.join(name);
             let rx = match tokio::net::unix::pipe::OpenOptions::new()
                 .read_write(true)
@@ -64,13 +67,9 @@ impl FirecrackerBackend {
                     continue;
                 }
             };
-            let vm = h.vm_id.clone();
             tasks.push(rt.spawn(hearth_firecracker::fifo::drain_lines(
                 rx,
-                move |line| match metrics {
-                    false => tracing::info!(target: "firecracker", vm = %vm, "{line}"),
-                    true => tracing::trace!(target: "firecracker::metrics", vm = %vm, "{line}"),
-                },
+                hearth_firecracker::fifo::forward(&p, h.vm_id.clone(), kind),
             )));
         }
         tracing::info!(pod_id = %h.vm_id, pid = h.pid, "adopted a running firecracker vm");
