@@ -155,5 +155,6 @@ async fn run(fc: fcenv::Fc, pods: usize, events: Arc<Mutex<Vec<Started>>>) {
     drop(client);
     let _ = stop.send(());
     let _ = server.await;
+    support::unmount_netns_dir(&config.network.netns_dir);
     drop(dir);
 }

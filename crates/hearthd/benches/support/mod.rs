@@ -124,10 +124,16 @@ impl Drop for Hearthd {
         // SAFETY: plain signal to our child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
-        let d = std::ffi::CString::new(self.netns_dir.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: umount2 with a valid C string.
-        unsafe { libc::umount2(d.as_ptr(), libc::MNT_DETACH) };
+        unmount_netns_dir(&self.netns_dir);
     }
+}
+
+/// Unmounts the netns directory (hearthd makes it a mount point on first
+/// use; a node-level mount, left for the bench to remove).
+pub fn unmount_netns_dir(dir: &Path) {
+    let d = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: umount2 with a valid C string.
+    unsafe { libc::umount2(d.as_ptr(), libc::MNT_DETACH) };
 }
 
 /// A loopback-only pod (namespaces handler).
