@@ -126,6 +126,22 @@ pub fn remove(id: &str) -> Result<(), String> {
     }
 }
 
+/// SIGKILLs every process listed in the cgroup `dir` (errors ignored: the
+/// removal that follows says what is left).
+fn kill_all(dir: &Path) {
+    let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+        return;
+    };
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        if pid > 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// Whether `r` asks for any limit.
 pub fn has_limits(r: &ContainerResources) -> bool {
     r != &ContainerResources::default()
@@ -290,6 +306,11 @@ impl Driver {
     /// processes to leave. The shared `containers` parent stays.
     pub fn remove(&self, id: &str) -> Result<(), String> {
         check_id(id)?;
+        // What outlived the container's init (in the pod's shared pid
+        // namespace its children are not killed with it) goes now.
+        for dir in self.dirs(id) {
+            kill_all(&dir);
+        }
         let mut first_err = None;
         for dir in self.dirs(id) {
             if let Err(e) = remove_dir(&dir) {

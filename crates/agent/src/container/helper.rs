@@ -41,6 +41,11 @@ pub const INIT: &str = "container-init";
 pub const EXEC: &str = "container-exec";
 /// First argument of the pod's pid namespace holder.
 pub const PAUSE: &str = "pod-pause";
+/// Where the pid namespace holder mounts its empty root (in its own mount
+/// namespace).
+const PAUSE_ROOT: &str = "/run/hearth/pause-root";
+/// The uid and gid the pid namespace holder runs as.
+const NOBODY: u32 = 65534;
 /// The fd a helper writes its error to.
 pub const ERROR_FD: RawFd = 3;
 /// Exit code of a helper that failed before the exec.
@@ -49,10 +54,12 @@ pub const FAILED: i32 = 127;
 /// The `PATH` used when the process's env has none (as runc's).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Capabilities a root container keeps by default (containerd's set):
-/// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP,
-/// NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
-pub const DEFAULT_CAPS: &[u32] = &[0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31];
+/// Capabilities a root container keeps by default: containerd's set
+/// without MKNOD (there is no device cgroup in the guest yet, so a device
+/// node a container made would open the real device): CHOWN,
+/// DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP,
+/// NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, AUDIT_WRITE, SETFCAP.
+pub const DEFAULT_CAPS: &[u32] = &[0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 29, 31];
 /// Highest capability number tried when dropping the bounding set.
 const LAST_CAP: u32 = 63;
 /// Capability names by number (linux/capability.h).
@@ -130,10 +137,12 @@ pub fn capability_set(add: &[String], drop: &[String]) -> Result<Vec<u32>, Strin
     };
     let (add_all, add) = parse(add)?;
     let (drop_all, drop) = parse(drop)?;
-    let mut set: Vec<u32> = if add_all {
-        (0..CAP_NAMES.len() as u32).collect()
-    } else if drop_all {
+    // containerd's order: `drop ALL` wins over `add ALL`; the named drops
+    // apply after the adds.
+    let mut set: Vec<u32> = if drop_all {
         Vec::new()
+    } else if add_all {
+        (0..CAP_NAMES.len() as u32).collect()
     } else {
         DEFAULT_CAPS.to_vec()
     };
@@ -142,9 +151,7 @@ pub fn capability_set(add: &[String], drop: &[String]) -> Result<Vec<u32>, Strin
             set.push(c);
         }
     }
-    if !add_all {
-        set.retain(|c| !drop.contains(c));
-    }
+    set.retain(|c| !drop.contains(c));
     set.sort_unstable();
     Ok(set)
 }
@@ -270,9 +277,28 @@ pub fn run_if_helper() {
 
 enum Never {}
 
+/// Marks fd 3 close-on-exec and every fd above it too: the agent is
+/// multi-threaded, and an fd another thread opened without O_CLOEXEC while
+/// this helper was cloned must not reach the container.
 fn set_cloexec_on_error_fd() {
     // SAFETY: fcntl on a plain fd number.
     unsafe { libc::fcntl(ERROR_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            (ERROR_FD + 1) as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r != 0 {
+        // Older kernels: mark them one by one.
+        for fd in (ERROR_FD + 1)..1024 {
+            // SAFETY: fcntl on a plain fd number; EBADF is harmless.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
 }
 
 fn init_main(args: &[String]) -> Result<Never, String> {
@@ -370,6 +396,36 @@ fn exec_main(args: &[String]) -> Result<Never, String> {
 /// signals it handles (none) from inside; the agent kills it.
 fn pause_main() -> Result<Never, String> {
     set_cloexec_on_error_fd();
+    // Nothing for the pod's containers to reach through /proc/1: an empty
+    // root of its own, no capabilities, an unprivileged uid.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making / private: {e}"))?;
+    let root = Path::new(PAUSE_ROOT);
+    ensure_dir(root)?;
+    mount(
+        Some("tmpfs"),
+        root,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+        Some("size=4k,mode=0555"),
+    )
+    .map_err(|e| mnt_err("an empty tmpfs", root, e))?;
+    chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
+    pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
+    chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    drop_bounding_set(&[])?;
+    apply_user(&Creds {
+        uid: NOBODY,
+        gid: NOBODY,
+        groups: Vec::new(),
+    })?;
     // SAFETY: closing fd 3: nothing to report once running.
     unsafe { libc::close(ERROR_FD) };
     loop {
@@ -416,8 +472,12 @@ fn setup_rootfs(spec: &InitSpec) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| format!("making / private: {e}"))?;
+    // Inside the rootfs every path is resolved as if it were /: a link in
+    // the image cannot point these mounts (or the files made for them)
+    // outside it.
+    let inside = |p: &str| mounts::secure_join(rootfs, Path::new(p));
     for d in ["proc", "dev", "sys", "etc"] {
-        ensure_dir(&rootfs.join(d))?;
+        ensure_dir(&inside(d)?)?;
     }
     let etc_files = ["hosts", "resolv.conf", "hostname"];
     let etc_present: Vec<&str> = etc_files
@@ -425,13 +485,13 @@ fn setup_rootfs(spec: &InitSpec) -> Result<(), String> {
         .filter(|f| Path::new("/etc").join(f).is_file())
         .collect();
     for f in &etc_present {
-        ensure_file(&rootfs.join("etc").join(f))?;
+        ensure_file(&inside(&format!("etc/{f}"))?)?;
     }
     let pseudo = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let proc_dir = rootfs.join("proc");
+    let proc_dir = inside("proc")?;
     mount(Some("proc"), &proc_dir, Some("proc"), pseudo, None::<&str>)
         .map_err(|e| mnt_err("proc", &proc_dir, e))?;
-    let sys = rootfs.join("sys");
+    let sys = inside("sys")?;
     let sys_flags = if spec.sysfs_rw {
         pseudo
     } else {
@@ -441,12 +501,12 @@ fn setup_rootfs(spec: &InitSpec) -> Result<(), String> {
         // Not fatal (as in the agent's own root).
         eprintln!("hearth: no /sys in the container: {e}");
     }
-    setup_dev(&rootfs.join("dev"))?;
+    setup_dev(&inside("dev")?)?;
     for f in &etc_present {
         // The pod's files are the agent's: read-only in the container.
         mounts::bind(
             &Path::new("/etc").join(f),
-            &rootfs.join("etc").join(f),
+            &inside(&format!("etc/{f}"))?,
             true,
         )?;
     }
@@ -465,14 +525,7 @@ fn setup_rootfs(spec: &InitSpec) -> Result<(), String> {
     }
     if spec.read_only {
         // Only the root mount: /dev, /proc and the volumes keep their own.
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-            None::<&str>,
-        )
-        .map_err(|e| mnt_err("read-only root", Path::new("/"), e))?;
+        mounts::remount_read_only(Path::new("/"))?;
     }
     Ok(())
 }

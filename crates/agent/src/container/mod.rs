@@ -783,11 +783,13 @@ fn mount_rootfs(c: &Container, image: &Path) -> Result<(), ContainerError> {
         upper.display(),
         work.display()
     );
+    // nodev: a device node in the image or made in the container opens
+    // nothing (the container's /dev is its own tmpfs).
     mount(
         Some("overlay"),
         &c.rootfs,
         Some("overlay"),
-        MsFlags::empty(),
+        MsFlags::MS_NODEV,
         Some(data.as_str()),
     )
     .map_err(|e| {

@@ -92,16 +92,34 @@ pub fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), String>
     )
     .map_err(|e| mnt_err(&source.display().to_string(), target, e))?;
     if read_only {
-        mount(
-            None::<&str>,
-            target,
-            None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-            None::<&str>,
-        )
-        .map_err(|e| mnt_err("a read-only remount", target, e))?;
+        remount_read_only(target)?;
     }
     Ok(())
+}
+
+/// Remounts the bind mount at `target` read-only, keeping the flags it
+/// has (a bind remount replaces them: nosuid, nodev and noexec would be
+/// lost).
+pub fn remount_read_only(target: &Path) -> Result<(), String> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let have = statvfs(target)
+        .map_err(|e| format!("statvfs {}: {e}", target.display()))?
+        .flags();
+    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+    for (f, m) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if have.contains(f) {
+            flags |= m;
+        }
+    }
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+        .map_err(|e| mnt_err("a read-only remount", target, e))
 }
 
 /// Binds `m` into the container whose root is `rootfs`.
@@ -158,14 +176,7 @@ pub fn read_only(path: &Path) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| mnt_err("itself", path, e))?;
-    mount(
-        None::<&str>,
-        path,
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-        None::<&str>,
-    )
-    .map_err(|e| mnt_err("a read-only remount", path, e))
+    remount_read_only(path)
 }
 
 #[cfg(test)]

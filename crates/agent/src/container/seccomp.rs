@@ -366,6 +366,11 @@ mod tests {
         assert_eq!(call(&f, "personality", a0(0x0040000)), EPERM);
         assert_eq!(call(&f, "socket", a0(libc::AF_INET as u64)), RET_ALLOW);
         assert_eq!(call(&f, "socket", a0(libc::AF_VSOCK as u64)), EPERM);
+        // The kernel reads the family as an int: high bits do not hide it.
+        assert_eq!(
+            call(&f, "socket", a0((1u64 << 32) | libc::AF_VSOCK as u64)),
+            EPERM
+        );
         // i386 through int 0x80, x32.
         assert_eq!(run(&f.prog, 0x4000_0003, 0, [0; 6]), RET_KILL_PROCESS);
         assert_eq!(

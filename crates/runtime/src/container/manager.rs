@@ -842,6 +842,7 @@ impl ContainerManager {
                 self.remove(c.id.as_str()).await?;
             }
             self.pods.lock().expect("pods lock").remove(&pod);
+            self.volumes.forget_pod(&pod);
         }
         self.sandboxes.remove(prefix).await
     }

@@ -23,6 +23,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -199,7 +200,10 @@ pub fn classify(
             ["pods", uid, "containers", _ctr, _id] if *uid == pod_uid => {
                 Some(VolumeKind::TerminationLog)
             }
-            ["pods", uid, "volume-subpaths", _vol, _ctr, _n] if *uid == pod_uid => {
+            ["pods", uid, "volume-subpaths", vol, _ctr, _n] if *uid == pod_uid => {
+                // The kubelet binds the volume's subpath here for every
+                // kind of volume: only those that may be copied may pass.
+                subpath_volume(policy, pod_uid, vol).map_err(|why| refuse(m, &why))?;
                 Some(VolumeKind::Once)
             }
             ["pods", uid, ..] if *uid != pod_uid => {
@@ -214,10 +218,14 @@ pub fn classify(
             return Ok(kind);
         }
     }
+    // Compared as resolved paths: a link under an allowed prefix must not
+    // reach outside it.
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    let resolved = real(p);
     if policy
         .host_path_allow_list
         .iter()
-        .any(|prefix| p.starts_with(prefix))
+        .any(|prefix| resolved.starts_with(real(prefix)))
     {
         return Ok(VolumeKind::Once);
     }
@@ -230,6 +238,40 @@ pub fn classify(
              it in read-only, add its prefix to [volumes] host_path_allow_list",
             policy.kubelet_root_dir.display()
         ),
+    ))
+}
+
+/// The volume `vol` of pod `uid` that a subPath mount comes from must be
+/// one Hearth copies (secret, configMap, projected, downwardAPI). A
+/// subPath of an emptyDir would be a private copy instead of the shared
+/// directory, and any other volume (hostPath, PVCs) cannot reach the guest.
+fn subpath_volume(policy: &VolumePolicy, uid: &str, vol: &str) -> Result<(), String> {
+    let volumes = policy
+        .kubelet_root_dir
+        .join("pods")
+        .join(uid)
+        .join("volumes");
+    let copied = [
+        "kubernetes.io~secret",
+        "kubernetes.io~configmap",
+        "kubernetes.io~projected",
+        "kubernetes.io~downward-api",
+    ];
+    if copied
+        .iter()
+        .any(|plugin| volumes.join(plugin).join(vol).is_dir())
+    {
+        return Ok(());
+    }
+    if volumes.join("kubernetes.io~empty-dir").join(vol).is_dir() {
+        return Err(format!(
+            "a subPath of the emptyDir {vol} is not supported yet (the container would get a \
+             private copy, not the pod's shared directory)"
+        ));
+    }
+    Err(format!(
+        "its volume {vol} is not a secret, configMap, projected or downwardAPI volume of the pod; \
+         hostPath and other volumes cannot reach a hearth pod through a subPath either"
     ))
 }
 
@@ -395,6 +437,18 @@ pub enum WalkError {
     /// A name that is not UTF-8.
     #[error("{0} has a name that is not UTF-8")]
     BadName(PathBuf),
+    /// Deeper than the agent takes.
+    #[error("{0} is nested more than {MAX_DEPTH} directories deep")]
+    TooDeep(PathBuf),
+}
+
+/// Deepest directory nesting copied (the agent's bound too).
+const MAX_DEPTH: usize = 32;
+
+/// Maps an i/o error on `p` to a [`WalkError`].
+fn walk_io(p: &Path) -> impl FnOnce(std::io::Error) -> WalkError {
+    let path = p.to_owned();
+    move |source| WalkError::Io { path, source }
 }
 
 /// A host tree as `SyncVolume` sends it.
@@ -429,18 +483,17 @@ pub fn walk(path: &Path, max_bytes: u64) -> Result<Tree, WalkError> {
 }
 
 fn walk_once(path: &Path, max_bytes: u64) -> Result<Tree, WalkError> {
-    let io = |p: &Path| {
-        let p = p.to_owned();
-        move |source| WalkError::Io { path: p, source }
-    };
-    let meta = std::fs::metadata(path).map_err(io(path))?;
+    // The root may be a link (an allow-listed path); below it nothing is
+    // followed.
+    let real = std::fs::canonicalize(path).map_err(walk_io(path))?;
+    let meta = std::fs::metadata(&real).map_err(walk_io(path))?;
     let mut budget = Budget {
         left: max_bytes,
         path,
         max: max_bytes,
     };
     if meta.is_file() {
-        let data = read_capped(path, &mut budget)?;
+        let data = read_capped(&real, path, &mut budget)?;
         return Ok(Tree {
             entries: vec![proto::FileEntry {
                 path: FILE_ENTRY.into(),
@@ -456,8 +509,24 @@ fn walk_once(path: &Path, max_bytes: u64) -> Result<Tree, WalkError> {
         entries: Vec::new(),
         root_mode: meta.mode() & 0o7777,
     };
-    walk_dir(path, "", &mut tree.entries, &mut budget)?;
+    let root = open_dir(&real, path)?;
+    walk_dir(&fd_path(&root), path, "", &mut tree.entries, &mut budget)?;
     Ok(tree)
+}
+
+/// Opens a directory without following a link at its last component.
+fn open_dir(p: &Path, shown: &Path) -> Result<std::fs::File, WalkError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(p)
+        .map_err(walk_io(shown))
+}
+
+/// The path that names an open directory itself: lookups below it cannot
+/// be redirected by a link swapped in above it.
+fn fd_path(dir: &std::fs::File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
 }
 
 struct Budget<'a> {
@@ -479,31 +548,41 @@ impl Budget<'_> {
     }
 }
 
+/// Walks the open directory `dir` (`shown` in messages), whose entries
+/// are named `prefix/<name>` in the tree.
 fn walk_dir(
     dir: &Path,
+    shown: &Path,
     prefix: &str,
     out: &mut Vec<proto::FileEntry>,
     budget: &mut Budget,
 ) -> Result<(), WalkError> {
-    let io = |p: &Path| {
-        let p = p.to_owned();
-        move |source| WalkError::Io { path: p, source }
-    };
-    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(io(dir))?;
+    if !prefix.is_empty() && prefix.split('/').count() >= MAX_DEPTH {
+        return Err(WalkError::TooDeep(shown.to_owned()));
+    }
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(walk_io(shown))? {
+        names.push(e.map_err(walk_io(shown))?.file_name());
+        if out.len() + names.len() > MAX_ENTRIES {
+            return Err(WalkError::TooLarge {
+                path: budget.path.to_owned(),
+                max: budget.max,
+            });
+        }
+    }
     names.sort();
     for name in names {
         let p = dir.join(&name);
-        let name = name.to_str().ok_or_else(|| WalkError::BadName(p.clone()))?;
+        let p_shown = shown.join(&name);
+        let name = name
+            .to_str()
+            .ok_or_else(|| WalkError::BadName(p_shown.clone()))?;
         let rel = if prefix.is_empty() {
             name.to_owned()
         } else {
             format!("{prefix}/{name}")
         };
-        let meta = std::fs::symlink_metadata(&p).map_err(io(&p))?;
+        let meta = std::fs::symlink_metadata(&p).map_err(walk_io(&p_shown))?;
         if out.len() >= MAX_ENTRIES {
             return Err(WalkError::TooLarge {
                 path: budget.path.to_owned(),
@@ -516,17 +595,17 @@ fn walk_dir(
         let kind = if ft.is_dir() {
             Kind::Directory(true)
         } else if ft.is_file() {
-            Kind::File(read_capped(&p, budget)?)
+            Kind::File(read_capped(&p, &p_shown, budget)?)
         } else if ft.is_symlink() {
-            let target = std::fs::read_link(&p).map_err(io(&p))?;
+            let target = std::fs::read_link(&p).map_err(walk_io(&p_shown))?;
             let target = target
                 .to_str()
-                .ok_or_else(|| WalkError::BadName(p.clone()))?
+                .ok_or_else(|| WalkError::BadName(p_shown.clone()))?
                 .to_owned();
             budget.take(target.len() as u64)?;
             Kind::Symlink(target)
         } else {
-            tracing::debug!(path = %p.display(), "not copied into the guest: not a file, directory or symlink");
+            tracing::debug!(path = %p_shown.display(), "not copied into the guest: not a file, directory or symlink");
             continue;
         };
         out.push(proto::FileEntry {
@@ -537,27 +616,32 @@ fn walk_dir(
             gid: meta.gid(),
         });
         if ft.is_dir() {
-            walk_dir(&p, &rel, out, budget)?;
+            let sub = open_dir(&p, &p_shown)?;
+            walk_dir(&fd_path(&sub), &p_shown, &rel, out, budget)?;
         }
     }
     Ok(())
 }
 
-/// Reads a regular file without following a symlink, within the budget.
-fn read_capped(p: &Path, budget: &mut Budget) -> Result<Vec<u8>, WalkError> {
-    let io = |source| WalkError::Io {
-        path: p.to_owned(),
-        source,
-    };
+/// Reads a regular file without following a symlink, within the budget;
+/// what was opened must still be a regular file (not swapped for a
+/// device or FIFO since it was looked at).
+fn read_capped(p: &Path, shown: &Path, budget: &mut Budget) -> Result<Vec<u8>, WalkError> {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(p)
-        .map_err(io)?;
+        .map_err(walk_io(shown))?;
+    if !f.metadata().map_err(walk_io(shown))?.is_file() {
+        return Err(WalkError::Io {
+            path: shown.to_owned(),
+            source: std::io::Error::other("no longer a regular file"),
+        });
+    }
     let mut data = Vec::new();
     f.take(budget.left.saturating_add(1))
         .read_to_end(&mut data)
-        .map_err(io)?;
+        .map_err(walk_io(shown))?;
     budget.take(data.len() as u64)?;
     Ok(data)
 }

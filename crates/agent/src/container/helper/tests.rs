@@ -114,6 +114,16 @@ fn capability_sets_follow_containerd() {
         capability_set(&s(&["ALL"]), &[]).unwrap().len(),
         CAP_NAMES.len()
     );
+    // Named drops apply after `add ALL`; `drop ALL` wins over it.
+    let all_but_admin = capability_set(&s(&["ALL"]), &s(&["CAP_SYS_ADMIN"])).unwrap();
+    assert!(!all_but_admin.contains(&21) && all_but_admin.contains(&0));
+    assert!(capability_set(&s(&["ALL"]), &s(&["ALL"]))
+        .unwrap()
+        .is_empty());
+    assert!(
+        !DEFAULT_CAPS.contains(&27),
+        "no MKNOD without a device cgroup"
+    );
     assert!(capability_set(&s(&["CAP_BOGUS"]), &[])
         .unwrap_err()
         .contains("CAP_BOGUS"));

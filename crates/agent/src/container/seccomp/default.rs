@@ -437,7 +437,16 @@ pub fn ruleset(caps: &[u32]) -> Ruleset {
     for &p in PERSONALITIES {
         rs.add(nr("personality"), allow(vec![cond(0, Op::Eq, p, 0)]));
     }
-    rs.add(nr("socket"), allow(vec![cond(0, Op::Ne, AF_VSOCK, 0)]));
+    // `socket`'s family is an int: the kernel looks at the low 32 bits
+    // only, so the refusal must too (a high bit set must not slip past).
+    rs.add(
+        nr("socket"),
+        Rule {
+            conds: vec![cond(0, Op::MaskedEq, 0xffff_ffff, AF_VSOCK)],
+            action: RET_ERRNO | libc::EPERM as u32,
+        },
+    );
+    rs.add(nr("socket"), allow(vec![]));
     // Unconditional above when CAP_SYS_ADMIN is there (add keeps the first).
     rs.add(
         nr("clone"),

@@ -42,11 +42,15 @@ impl Watcher {
     /// volume is not recreated by a late sync).
     async fn stop(self) {
         self.cancel.send_replace(true);
+        let abort = self.task.abort_handle();
         if tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .is_err()
         {
-            tracing::warn!("volume watcher did not stop in time");
+            // A sync stuck this long is cut off, so it cannot land after
+            // the volume's removal.
+            abort.abort();
+            tracing::warn!("volume watcher did not stop in time; aborted");
         }
     }
 }
@@ -99,7 +103,6 @@ impl VolumeSet {
     ) -> Result<(), RuntimeError> {
         let pod = self.pod(&record.sandbox_id);
         let mut vols = pod.lock().await;
-        let mut made = Vec::new();
         let mut result = Ok(());
         for v in &record.volumes {
             if let Some(s) = vols.get_mut(&v.volume) {
@@ -107,17 +110,22 @@ impl VolumeSet {
                 continue;
             }
             if let Err(e) = self.make(agent, v).await {
+                // A sync cut short may have left part of the volume.
+                if let Err(undo) = agent.remove_volume(&v.volume).await {
+                    tracing::debug!(volume = %v.volume, error = %undo, "partial volume not removed");
+                }
                 result = Err(e);
                 break;
             }
-            made.push(v.volume.clone());
+            // The watcher syncs once more when it starts: the kubelet may
+            // have swapped `..data` between this copy and its inotify watch.
             let watcher = (v.kind == VolumeKind::Synced).then(|| {
                 spawn_watcher(
                     sandboxes.clone(),
                     record.sandbox_id.clone(),
                     v.clone(),
                     self.policy.max_volume_bytes,
-                    false,
+                    true,
                 )
             });
             vols.insert(
@@ -184,13 +192,12 @@ impl VolumeSet {
                 }
             }
         }
-        if vols.is_empty() {
-            drop(vols);
-            self.pods
-                .lock()
-                .expect("volumes lock")
-                .remove(&record.sandbox_id);
-        }
+    }
+
+    /// Forgets a removed pod (its containers are gone: nothing of its
+    /// volumes is left to release).
+    pub fn forget_pod(&self, pod: &Id) {
+        self.pods.lock().expect("volumes lock").remove(pod);
     }
 
     /// Stops the watchers of a pod whose guest is gone.
@@ -371,7 +378,7 @@ async fn watch_volume(
                 _ = cancel.wait_for(|c| *c) => return Ok(()),
                 _ = tokio::time::sleep(DEBOUNCE) => {}
             }
-            if drain(&fd)? {
+            if drain(&fd)?.0 {
                 return Err(gone(v));
             }
             match sandboxes.agent(pod).await {
@@ -389,12 +396,15 @@ async fn watch_volume(
             ready = fd.readable() => {
                 let mut guard = ready?;
                 guard.clear_ready();
-                if drain(&fd)? {
+                let (gone_now, events) = drain(&fd)?;
+                if gone_now {
                     return Err(gone(v));
                 }
+                // Readiness left from events the debounce already read
+                // brings no new ones: no second sync for them.
+                dirty = events > 0;
             }
         }
-        dirty = true;
     }
 }
 
@@ -405,19 +415,21 @@ fn gone(v: &VolumeMount) -> std::io::Error {
     )
 }
 
-/// Reads the pending events; true when the watched directory is gone.
-fn drain(fd: &tokio::io::unix::AsyncFd<Notify>) -> std::io::Result<bool> {
+/// Reads the pending events: (the watched directory is gone, how many
+/// events were read).
+fn drain(fd: &tokio::io::unix::AsyncFd<Notify>) -> std::io::Result<(bool, usize)> {
     use nix::sys::inotify::AddWatchFlags as F;
-    let mut gone = false;
+    let (mut gone, mut count) = (false, 0);
     loop {
         match fd.get_ref().0.read_events() {
             Ok(events) => {
+                count += events.len();
                 gone |= events.iter().any(|e| {
                     e.mask
                         .intersects(F::IN_DELETE_SELF | F::IN_MOVE_SELF | F::IN_IGNORED)
                 });
             }
-            Err(nix::errno::Errno::EAGAIN) => return Ok(gone),
+            Err(nix::errno::Errno::EAGAIN) => return Ok((gone, count)),
             Err(e) => return Err(e.into()),
         }
     }

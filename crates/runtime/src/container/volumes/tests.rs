@@ -18,6 +18,63 @@ fn mount(host: &str) -> MountConfig {
 }
 
 #[test]
+fn subpaths_pass_only_for_volumes_that_are_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = VolumePolicy {
+        kubelet_root_dir: dir.path().to_owned(),
+        ..VolumePolicy::default()
+    };
+    let pod = dir.path().join("pods/u1");
+    for v in [
+        "kubernetes.io~configmap/cfg",
+        "kubernetes.io~empty-dir/cache",
+    ] {
+        std::fs::create_dir_all(pod.join("volumes").join(v)).unwrap();
+    }
+    let sub = |vol: &str| {
+        mount(
+            &pod.join(format!("volume-subpaths/{vol}/app/0"))
+                .to_string_lossy(),
+        )
+    };
+    assert_eq!(
+        classify(&policy, "u1", &sub("cfg")).unwrap(),
+        VolumeKind::Once
+    );
+    let e = classify(&policy, "u1", &sub("cache"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("subPath of the emptyDir cache"), "{e}");
+    // A hostPath volume has no directory under volumes/: refused.
+    let e = classify(&policy, "u1", &sub("host"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("hostPath"), "{e}");
+}
+
+#[test]
+fn allow_listed_prefixes_are_compared_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(shared.join("models")).unwrap();
+    std::os::unix::fs::symlink("/etc", shared.join("escape")).unwrap();
+    let policy = VolumePolicy {
+        kubelet_root_dir: dir.path().join("kubelet"),
+        host_path_allow_list: vec![shared.clone()],
+        ..VolumePolicy::default()
+    };
+    let m = |p: &std::path::Path| mount(&p.to_string_lossy());
+    assert_eq!(
+        classify(&policy, "u1", &m(&shared.join("models"))).unwrap(),
+        VolumeKind::Once
+    );
+    let e = classify(&policy, "u1", &m(&shared.join("escape")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("host_path_allow_list"), "{e}");
+}
+
+#[test]
 fn classification_table() {
     use VolumeKind::*;
     let pod = "/var/lib/kubelet/pods/u1";
@@ -29,7 +86,6 @@ fn classification_table() {
         ("/volumes/kubernetes.io~empty-dir/cache", EmptyDir),
         ("/etc-hosts", Once),
         ("/containers/app/0a1b2c3d", TerminationLog),
-        ("/volume-subpaths/cfg/app/0", Once),
     ];
     for (rel, kind) in ok {
         let m = mount(&format!("{pod}{rel}"));
