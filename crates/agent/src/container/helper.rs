@@ -398,14 +398,7 @@ fn pause_main() -> Result<Never, String> {
     set_cloexec_on_error_fd();
     // Nothing for the pod's containers to reach through /proc/1: an empty
     // root of its own, no capabilities, an unprivileged uid.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("making / private: {e}"))?;
+    make_root_private()?;
     let root = Path::new(PAUSE_ROOT);
     ensure_dir(root)?;
     mount(
@@ -416,10 +409,7 @@ fn pause_main() -> Result<Never, String> {
         Some("size=4k,mode=0555"),
     )
     .map_err(|e| mnt_err("an empty tmpfs", root, e))?;
-    chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
-    pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
-    chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    pivot_into(root)?;
     drop_bounding_set(&[])?;
     apply_user(&Creds {
         uid: NOBODY,
@@ -459,11 +449,9 @@ pub(super) fn ensure_file(p: &Path) -> Result<(), String> {
     }
 }
 
-/// Mounts /proc, /dev, /sys, the pod's /etc files and the volumes on the
-/// rootfs (already an overlay mount point), pivots into it, then masks
-/// and write-protects what the spec says.
-fn setup_rootfs(spec: &InitSpec) -> Result<(), String> {
-    let rootfs = spec.rootfs.as_path();
+/// Makes every mount of this (new) mount namespace private: nothing
+/// mounted here propagates back.
+fn make_root_private() -> Result<(), String> {
     mount(
         None::<&str>,
         "/",
@@ -471,7 +459,24 @@ fn setup_rootfs(spec: &InitSpec) -> Result<(), String> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| format!("making / private: {e}"))?;
+    .map_err(|e| format!("making / private: {e}"))
+}
+
+/// Makes the mount point `root` this process's `/` and detaches the old
+/// root.
+fn pivot_into(root: &Path) -> Result<(), String> {
+    chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
+    pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
+    chdir("/").map_err(|e| format!("chdir /: {e}"))
+}
+
+/// Mounts /proc, /dev, /sys, the pod's /etc files and the volumes on the
+/// rootfs (already an overlay mount point), pivots into it, then masks
+/// and write-protects what the spec says.
+fn setup_rootfs(spec: &InitSpec) -> Result<(), String> {
+    let rootfs = spec.rootfs.as_path();
+    make_root_private()?;
     // Inside the rootfs every path is resolved as if it were /: a link in
     // the image cannot point these mounts (or the files made for them)
     // outside it.
@@ -513,10 +518,7 @@ fn setup_rootfs(spec: &InitSpec) -> Result<(), String> {
     for m in &spec.mounts {
         mounts::bind_into(rootfs, m)?;
     }
-    chdir(rootfs).map_err(|e| format!("chdir {}: {e}", rootfs.display()))?;
-    pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
-    chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    pivot_into(rootfs)?;
     for p in &spec.masked_paths {
         mounts::mask(Path::new(p))?;
     }
