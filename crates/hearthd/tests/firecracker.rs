@@ -31,6 +31,30 @@ use hearthd::backend::firecracker::{vm_info, FirecrackerBackend, FirecrackerConf
 use k8s_cri::v1 as cri;
 use tonic::Code;
 
+/// An `Env` with the firecracker backend configured (`allow_pvm` as
+/// given) and the leak snapshot taken before anything runs.
+fn fc_env(fc: &Fc, allow_pvm: bool) -> (Env, hearth_test_support::leaks::Snapshot) {
+    let mut env = Env::new();
+    env.config.firecracker = fc_config(fc, allow_pvm);
+    let before = env.snapshot();
+    (env, before)
+}
+
+/// No Firecracker process of this test is left.
+fn assert_no_vmm(env: &Env) {
+    assert!(
+        vmms_under(env.path()).is_empty(),
+        "{:?}",
+        vmms_under(env.path())
+    );
+}
+
+/// Nothing leaked since `before`.
+fn assert_nothing_leaked(env: &Env, before: &hearth_test_support::leaks::Snapshot) {
+    let leaked = before.leaked(&env.snapshot());
+    assert!(leaked.is_empty(), "{leaked:#?}");
+}
+
 /// Processes whose root (chroot) or command line is under `dir`.
 fn vmms_under(dir: &Path) -> Vec<String> {
     let me = std::process::id().to_string();
@@ -94,9 +118,7 @@ async fn pvm_host_is_refused_without_allow_pvm() {
         eprintln!("skipping pvm_host_is_refused_without_allow_pvm: /dev/kvm here is not PVM");
         return;
     }
-    let mut env = Env::new();
-    env.config.firecracker = fc_config(&fc, false);
-    let before = env.snapshot();
+    let (env, before) = fc_env(&fc, false);
     let daemon = Daemon::start(&env).await;
     let mut c = daemon.client.clone();
     let e = c
@@ -132,15 +154,10 @@ async fn pvm_host_is_refused_without_allow_pvm() {
         .contains("PVM"));
     drop(c);
     daemon.shutdown().await;
-    assert!(
-        vmms_under(env.path()).is_empty(),
-        "{:?}",
-        vmms_under(env.path())
-    );
+    assert_no_vmm(&env);
     assert!(jails_left(&env).is_empty(), "{:?}", jails_left(&env));
     assert!(!env.config.state.join("jail").exists(), "jail base made");
-    let leaked = before.leaked(&env.snapshot());
-    assert!(leaked.is_empty(), "{leaked:#?}");
+    assert_nothing_leaked(&env, &before);
 }
 
 /// (b) With allow_pvm, the backend directly: the jailed VMM starts in its
@@ -153,9 +170,7 @@ async fn jailed_vm_is_configured_up_to_instance_start() {
     let Some(fc) = prerequisites("jailed_vm_is_configured_up_to_instance_start") else {
         return;
     };
-    let mut env = Env::new();
-    env.config.firecracker = fc_config(&fc, true);
-    let before = env.snapshot();
+    let (env, before) = fc_env(&fc, true);
     // The pod's cgroup, as the manager would have made it (cpu hierarchy).
     let (parent, cgroups, _cleanup) = pod_cgroup(&env, "pod-direct");
     let cpu = Path::new(CPU_HIERARCHY);
@@ -339,13 +354,8 @@ async fn jailed_vm_is_configured_up_to_instance_start() {
         std::fs::remove_dir(cpu.join(&parent)).unwrap();
         let _ = std::fs::remove_dir(cpu.join(env.cgroup_parent.trim_start_matches('/')));
     }
-    assert!(
-        vmms_under(env.path()).is_empty(),
-        "{:?}",
-        vmms_under(env.path())
-    );
-    let leaked = before.leaked(&env.snapshot());
-    assert!(leaked.is_empty(), "{leaked:#?}");
+    assert_no_vmm(&env);
+    assert_nothing_leaked(&env, &before);
 }
 
 /// Removes a test's cgroup tree (empty dirs only) even when the test
@@ -427,11 +437,7 @@ async fn run_pod_sandbox_with_allow_pvm_fails_cleanly() {
     assert!(pods.items.is_empty(), "{:?}", pods.items);
     drop(c);
     daemon.shutdown().await;
-    assert!(
-        vmms_under(env.path()).is_empty(),
-        "{:?}",
-        vmms_under(env.path())
-    );
+    assert_no_vmm(&env);
     assert!(jails_left(&env).is_empty(), "{:?}", jails_left(&env));
     assert!(
         env.leftover_cgroups().is_empty(),
@@ -443,8 +449,7 @@ async fn run_pod_sandbox_with_allow_pvm_fails_cleanly() {
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "run dirs left: {left:?}");
-    let leaked = before.leaked(&env.snapshot());
-    assert!(leaked.is_empty(), "{leaked:#?}");
+    assert_nothing_leaked(&env, &before);
 }
 
 /// Bad set-ups are named with their fix, before anything starts: a
@@ -536,11 +541,7 @@ async fn bad_firecracker_setups_are_named() {
     );
     let status = hearthd::cri::status::to_status(hearth_runtime::RuntimeError::Backend(e));
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(
-        vmms_under(env.path()).is_empty(),
-        "{:?}",
-        vmms_under(env.path())
-    );
+    assert_no_vmm(&env);
     assert!(jails_left(&env).is_empty(), "{:?}", jails_left(&env));
     assert!(!spec.run_dir.join("placeholders").exists());
 }
@@ -633,14 +634,9 @@ async fn direct_vm_without_the_jailer() {
     backend.destroy(&handle).await.expect("destroy");
     assert!(!info.api_socket.exists() && !info.vsock.exists());
     assert!(!spec.run_dir.join("placeholders").exists());
-    assert!(
-        vmms_under(env.path()).is_empty(),
-        "{:?}",
-        vmms_under(env.path())
-    );
+    assert_no_vmm(&env);
     std::fs::remove_dir_all(env.path().join("run")).unwrap();
-    let leaked = before.leaked(&env.snapshot());
-    assert!(leaked.is_empty(), "{leaked:#?}");
+    assert_nothing_leaked(&env, &before);
 }
 
 /// After a hearthd restart the VM is found from its persisted handle alone:
@@ -651,9 +647,7 @@ async fn a_restarted_backend_adopts_and_destroys_from_the_handle() {
     let Some(fc) = prerequisites("a_restarted_backend_adopts_and_destroys_from_the_handle") else {
         return;
     };
-    let mut env = Env::new();
-    env.config.firecracker = fc_config(&fc, true);
-    let before = env.snapshot();
+    let (env, before) = fc_env(&fc, true);
     let (parent, cgroups, _cleanup) = pod_cgroup(&env, "pod-restart");
     let cpu = Path::new(CPU_HIERARCHY);
     let spec = boot_spec(env.path(), 1, 128, if cgroups { &parent } else { "" });
@@ -716,11 +710,7 @@ async fn a_restarted_backend_adopts_and_destroys_from_the_handle() {
         std::fs::remove_dir(cpu.join(&parent)).unwrap();
         let _ = std::fs::remove_dir(cpu.join(env.cgroup_parent.trim_start_matches('/')));
     }
-    assert!(
-        vmms_under(env.path()).is_empty(),
-        "{:?}",
-        vmms_under(env.path())
-    );
+    assert_no_vmm(&env);
     let leaked: Vec<String> = before
         .leaked(&env.snapshot())
         .into_iter()
@@ -739,9 +729,7 @@ async fn the_scratch_disk_is_in_its_slot_at_boot() {
     let Some(fc) = prerequisites("the_scratch_disk_is_in_its_slot_at_boot") else {
         return;
     };
-    let mut env = Env::new();
-    env.config.firecracker = fc_config(&fc, true);
-    let before = env.snapshot();
+    let (env, before) = fc_env(&fc, true);
     let shm = tempfile::Builder::new()
         .prefix("hearth-scratch")
         .tempdir_in("/dev/shm")
@@ -817,9 +805,7 @@ async fn the_tap_is_owned_by_the_vm_uid_and_given_to_firecracker() {
     let Some(fc) = prerequisites(test) else {
         return;
     };
-    let mut env = Env::new();
-    env.config.firecracker = fc_config(&fc, true);
-    let before = env.snapshot();
+    let (env, before) = fc_env(&fc, true);
     // The pod's netns with a CNI-like veth `eth0` (address, default route).
     let netns = hearth_network::NetnsManager::new(env.config.network.netns_dir.clone());
     let ns = netns.create("fcnet").unwrap();
