@@ -608,10 +608,34 @@ pub struct Creds {
     pub groups: Vec<u32>,
 }
 
+/// Largest /etc/passwd or /etc/group read from an image.
+const MAX_ACCOUNT_FILE: u64 = 4 << 20;
+
+/// The image's /etc/passwd or /etc/group: a regular file, at most
+/// [`MAX_ACCOUNT_FILE`] bytes (a FIFO or /dev/zero in its place must not
+/// hang or fill the helper); empty when absent or unusable.
+fn read_account_file(p: &Path) -> String {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(p)
+    else {
+        return String::new();
+    };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return String::new();
+    }
+    let mut data = Vec::new();
+    let _ = f.take(MAX_ACCOUNT_FILE).read_to_end(&mut data);
+    String::from_utf8_lossy(&data).into_owned()
+}
+
 /// Resolves the user in the passwd/group files under `root`.
 pub fn resolve_user(user: &UserArgs, root: &Path) -> Result<Creds, String> {
-    let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
-    let group = fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+    let passwd = read_account_file(&root.join("etc/passwd"));
+    let group = read_account_file(&root.join("etc/group"));
     // name:x:uid:gid:...
     let entries: Vec<(String, u32, u32)> = passwd
         .lines()

@@ -128,12 +128,21 @@ pub fn clone_helper(
 }
 
 /// Runs `f` (which clones) with the calling thread's pid namespace for
-/// children set to `ns`, then restores the thread's own. Children cloned
-/// without `CLONE_NEWPID` in `f` start in `ns`.
+/// children set to `ns`, then restores the thread's own (also when `f`
+/// panics: the thread goes back to a pool). Children cloned without
+/// `CLONE_NEWPID` in `f` start in `ns`.
 pub fn in_pid_namespace<T>(ns: &fs::File, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
-    let own = fs::File::open("/proc/thread-self/ns/pid")?;
+    struct Restore(fs::File);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Err(e) = nix::sched::setns(&self.0, nix::sched::CloneFlags::CLONE_NEWPID) {
+                tracing::error!(error = %e, "cannot restore the thread's pid namespace");
+            }
+        }
+    }
+    let own = Restore(fs::File::open("/proc/thread-self/ns/pid")?);
     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
     let r = f();
-    nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
+    drop(own);
     r
 }

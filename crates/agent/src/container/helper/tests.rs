@@ -1,6 +1,19 @@
 use super::*;
 
 #[test]
+fn account_files_are_regular_files_read_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("passwd");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // A FIFO (nobody writes to it) is not read: no hang.
+    assert_eq!(read_account_file(&fifo), "");
+    assert_eq!(read_account_file(&dir.path().join("missing")), "");
+    let plain = dir.path().join("group");
+    std::fs::write(&plain, "root:x:0:\n").unwrap();
+    assert_eq!(read_account_file(&plain), "root:x:0:\n");
+}
+
+#[test]
 fn users_resolve_from_the_containers_files() {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir_all(dir.path().join("etc")).unwrap();
