@@ -479,6 +479,21 @@ async fn refusals(c: &mut Client, env: &Env, image: &str) {
             .unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
         assert!(e.message().contains("privileged"), "{e:?}");
+        // MKNOD is as good as privileged without a device cgroup.
+        for add in ["CAP_MKNOD", "ALL"] {
+            let mknod = cri::LinuxContainerSecurityContext {
+                capabilities: Some(cri::Capability {
+                    add_capabilities: vec![add.into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let e = create(c, &pod.0, sleeper("mknod", image, mknod), &pod.1)
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+            assert!(e.message().contains("CAP_MKNOD"), "{e:?}");
+        }
     }
 
     let apparmor = cri::LinuxContainerSecurityContext {

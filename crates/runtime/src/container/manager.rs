@@ -289,6 +289,22 @@ impl ContainerManager {
                 pod.backend
             )));
         }
+        // Without a device cgroup a device node opens the real device: on
+        // the node itself here. MKNOD (or ALL) is as good as privileged.
+        let adds_mknod = config.capabilities.as_ref().is_some_and(|c| {
+            c.add.iter().any(|n| {
+                let n = n.trim().to_ascii_uppercase();
+                matches!(n.strip_prefix("CAP_").unwrap_or(&n), "MKNOD" | "ALL")
+            })
+        });
+        if adds_mknod && !self.sandboxes.allows_privileged(&pod) {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "adding CAP_MKNOD (or ALL) is refused on the {} backend: with no device cgroup a \
+                 device node the container made would open the node's own device; set \
+                 [namespaces] allow_privileged in hearthd's config to allow it",
+                pod.backend
+            )));
+        }
         let image = self
             .images
             .resolve(&config.image)
