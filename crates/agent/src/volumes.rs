@@ -60,9 +60,6 @@ pub enum VolumeError {
     /// No such volume or file.
     #[error("{0}")]
     NotFound(String),
-    /// Not implemented yet.
-    #[error("{0}")]
-    Unsupported(String),
     /// A filesystem call failed.
     #[error("{what}")]
     Io {
@@ -146,15 +143,33 @@ fn stat_at(dir: RawFd, name: &OsStr) -> Result<Option<Stat>, Errno> {
     }
 }
 
+/// `openat` returning an owned fd (`dir` `None`: `path` is absolute).
+fn openat_owned(
+    dir: Option<RawFd>,
+    path: &(impl nix::NixPath + ?Sized),
+    flags: OFlag,
+    mode: Mode,
+) -> Result<OwnedFd, Errno> {
+    let fd = openat(dir, path, flags, mode)?;
+    // SAFETY: openat returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A close-on-exec duplicate of `fd` (a container helper cloned meanwhile
+/// must not inherit it).
+fn dup_cloexec(fd: RawFd) -> Result<OwnedFd, Errno> {
+    let new = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0))?;
+    // SAFETY: fcntl returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
 fn open_dir_at(dir: RawFd, name: &OsStr) -> Result<OwnedFd, Errno> {
-    let fd = openat(
+    openat_owned(
         Some(dir),
         name,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
-    )?;
-    // SAFETY: openat returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    )
 }
 
 /// Removes `name` in `dir` (recursively for a directory) without following
@@ -182,8 +197,8 @@ fn remove_at(dir: RawFd, name: &OsStr) -> Result<(), Errno> {
 
 /// The names in the directory `dir` (without `.` and `..`).
 fn list_at(dir: &OwnedFd) -> Result<Vec<std::ffi::OsString>, Errno> {
-    let fd = nix::unistd::dup(dir.as_raw_fd())?;
-    let mut d = nix::dir::Dir::from_fd(fd)?;
+    let fd = dup_cloexec(dir.as_raw_fd())?;
+    let mut d = nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd))?;
     let mut out = Vec::new();
     for e in d.iter() {
         let e = e?;
@@ -234,15 +249,13 @@ impl Volumes {
             what: format!("creating {}", self.dir.display()),
             source,
         })?;
-        let fd = openat(
+        openat_owned(
             None,
             &self.dir,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(io_err(format!("opening {}", self.dir.display())))?;
-        // SAFETY: openat returned a new fd that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        .map_err(io_err(format!("opening {}", self.dir.display())))
     }
 
     /// `SyncVolume` (blocking): the volume's tree becomes the one sent.
@@ -338,12 +351,7 @@ impl Volumes {
         let leaf = path
             .file_name()
             .ok_or_else(|| invalid("path", format!("{} has no name", path.display())))?;
-        let mut fd = nix::unistd::dup(root.as_raw_fd())
-            .map(|fd| {
-                // SAFETY: dup returned a new fd that nothing else owns.
-                unsafe { OwnedFd::from_raw_fd(fd) }
-            })
-            .map_err(io_err("dup"))?;
+        let mut fd = dup_cloexec(root.as_raw_fd()).map_err(io_err("dup"))?;
         if let Some(parent) = path.parent() {
             for c in parent.components() {
                 fd = open_dir_at(fd.as_raw_fd(), c.as_os_str()).map_err(|e| match e {
@@ -434,7 +442,7 @@ impl Volumes {
         let base = self.base()?;
         let root = self.open_root(&base, &req.name)?;
         let (parent, leaf) = self.parent_of(&root, path)?;
-        let fd = openat(
+        let fd = openat_owned(
             Some(parent.as_raw_fd()),
             leaf,
             OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
@@ -446,8 +454,7 @@ impl Volumes {
             }
             e => io_err(format!("opening {}", req.path))(e),
         })?;
-        // SAFETY: openat returned a new fd that nothing else owns.
-        let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let mut file = std::fs::File::from(fd);
         let meta = file.metadata().map_err(|source| VolumeError::Io {
             what: format!("stat of {}", req.path),
             source,
@@ -474,7 +481,7 @@ impl Volumes {
     /// The volume's root directory (an emptyDir's symlink is followed: the
     /// agent made it).
     fn open_root(&self, base: &OwnedFd, name: &str) -> Result<OwnedFd, VolumeError> {
-        let fd = openat(
+        openat_owned(
             Some(base.as_raw_fd()),
             name,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -483,9 +490,7 @@ impl Volumes {
         .map_err(|e| match e {
             Errno::ENOENT => VolumeError::NotFound(format!("no volume {name}")),
             e => io_err(format!("opening volume {name}"))(e),
-        })?;
-        // SAFETY: openat returned a new fd that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        })
     }
 
     /// `RemoveVolume` (blocking, idempotent): unmounts a tmpfs, deletes the
@@ -644,14 +649,12 @@ fn write_file(
     }
     let tmp = tmp_name(leaf);
     remove_at(dfd, &tmp)?;
-    let fd = openat(
+    let mut f = std::fs::File::from(openat_owned(
         Some(dfd),
         tmp.as_os_str(),
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::from_bits_truncate(0o600),
-    )?;
-    // SAFETY: openat returned a new fd that nothing else owns.
-    let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    )?);
     let done = (|| {
         f.write_all(data)
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
@@ -673,14 +676,12 @@ fn write_file(
 }
 
 fn read_at(dir: RawFd, leaf: &OsStr) -> Result<Vec<u8>, Errno> {
-    let fd = openat(
+    let mut f = std::fs::File::from(openat_owned(
         Some(dir),
         leaf,
         OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         Mode::empty(),
-    )?;
-    // SAFETY: openat returned a new fd that nothing else owns.
-    let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    )?);
     let mut out = Vec::new();
     f.read_to_end(&mut out)
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
