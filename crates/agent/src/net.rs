@@ -41,9 +41,6 @@ pub enum NetError {
         /// What is wrong.
         reason: String,
     },
-    /// Not implemented yet.
-    #[error("{0}")]
-    Unsupported(String),
     /// No interface of the guest has the MAC asked for.
     #[error("no network interface with MAC {0} (is the virtio_net driver loaded?)")]
     NoInterface(String),

@@ -337,7 +337,6 @@ fn volume_status(err: VolumeError) -> Status {
     match err {
         VolumeError::Invalid { .. } => Status::invalid_argument(msg),
         VolumeError::NotFound(_) => Status::not_found(msg),
-        VolumeError::Unsupported(_) => Status::unimplemented(msg),
         VolumeError::Io { .. } => Status::internal(msg),
     }
 }
@@ -346,7 +345,6 @@ fn net_status(err: NetError) -> Status {
     let msg = chain(&err);
     match err {
         NetError::Invalid { .. } => Status::invalid_argument(msg),
-        NetError::Unsupported(_) => Status::unimplemented(msg),
         NetError::NoInterface(_) => Status::failed_precondition(msg),
         NetError::System { .. } => Status::internal(msg),
     }
@@ -361,7 +359,6 @@ fn container_status(err: ContainerError) -> Status {
         ContainerError::State { .. } | ContainerError::Start { .. } => {
             Status::failed_precondition(msg)
         }
-        ContainerError::Unsupported(_) => Status::unimplemented(msg),
         ContainerError::Io { .. } => Status::internal(msg),
     }
 }

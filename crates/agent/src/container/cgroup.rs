@@ -322,12 +322,7 @@ impl Driver {
 }
 
 fn check_id(id: &str) -> Result<(), String> {
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    {
+    if !super::is_container_id(id) {
         return Err(format!("{id:?} is not a container id"));
     }
     Ok(())

@@ -107,7 +107,9 @@ const CAP_NAMES: &[&str] = &[
     "CHECKPOINT_RESTORE",
 ];
 
-fn cap_number(name: &str) -> Result<Option<u32>, String> {
+/// The number of a capability name (`CAP_CHOWN` or `chown`); `None` for
+/// `ALL`.
+pub(super) fn cap_number(name: &str) -> Result<Option<u32>, String> {
     let upper = name.trim().to_ascii_uppercase();
     let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
     if bare == "ALL" {

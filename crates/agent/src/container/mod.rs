@@ -89,9 +89,6 @@ pub enum ContainerError {
         /// Why (e.g. executable file not found).
         message: String,
     },
-    /// The agent cannot do what was asked.
-    #[error("{0}")]
-    Unsupported(String),
     /// A system call failed.
     #[error("{what}")]
     Io {
@@ -184,7 +181,9 @@ impl Container {
 
     /// The state as `WaitContainer` reports it.
     pub fn report(&self) -> WaitContainerResponse {
-        match *self.state() {
+        // A copy: the OOM check below reads a file, not under the lock.
+        let state = *self.state();
+        match state {
             State::Created => WaitContainerResponse {
                 state: ProtoState::Created as i32,
                 ..Default::default()
@@ -275,13 +274,18 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-fn validate_id(id: &str) -> Result<(), ContainerError> {
-    if id.is_empty()
-        || id.len() > MAX_ID
-        || !id
+/// Whether `id` is a container id: 1-[`MAX_ID`] characters of [a-z0-9]
+/// (safe as a path component).
+pub fn is_container_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID
+        && id
             .bytes()
             .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
-    {
+}
+
+fn validate_id(id: &str) -> Result<(), ContainerError> {
+    if !is_container_id(id) {
         return Err(ContainerError::Invalid {
             field: "container_id",
             reason: format!("{id:?} must be 1-{MAX_ID} characters of [a-z0-9]"),

@@ -213,12 +213,8 @@ fn condition_keeps(c: &Option<Condition>, caps: &[u32], want: bool) -> bool {
     let Some(c) = c else {
         return true;
     };
-    let has_cap = |name: &String| {
-        // The number of a capability name: the set with only that one.
-        super::helper::capability_set(std::slice::from_ref(name), &["ALL".to_owned()])
-            .map(|set| set.len() == 1 && caps.contains(&set[0]))
-            .unwrap_or(false)
-    };
+    let has_cap =
+        |name: &String| matches!(super::helper::cap_number(name), Ok(Some(n)) if caps.contains(&n));
     let native = |a: &String| a == "amd64" || a == "x86_64" || a == "SCMP_ARCH_X86_64";
     let list = |v: &Option<Vec<String>>| v.as_deref().unwrap_or_default().to_vec();
     let (c_caps, c_arches) = (list(&c.caps), list(&c.arches));
